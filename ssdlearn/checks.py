@@ -1,0 +1,177 @@
+"""Self-checks for the exercises.
+
+A check runs the learner's function on a list of cases, edge cases included, and answers
+with a :class:`CheckResult`: a pass, "not done yet" while the function still raises
+``NotImplementedError``, or the first failing case with a hint. Hints come from typical
+mistakes: when the learner's output on the failing case equals what a known wrong version
+computes, the check names that mistake. It never prints the expected numbers.
+
+Every lesson adds its checks here, written the same way: a list of :class:`Case`, a list of
+:class:`Mistake`, and a call to :func:`run_check`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .boxes import box_iou
+
+__all__ = ["Case", "Mistake", "CheckResult", "run_check", "iou"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input for the learner's function, and the reference answer."""
+
+    description: str
+    args: tuple
+    expected: Tensor
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A typical wrong version of the function, and the hint to give when it is matched."""
+
+    wrong: Callable
+    hint: str
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What a check found. ``bool(result)`` is True when every case passed."""
+
+    exercise: str
+    passed: bool
+    done: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        return self.message
+
+
+def _as_tensor(value) -> Tensor:
+    return torch.as_tensor(value, dtype=torch.float64)
+
+
+def _agrees(got: Tensor, expected: Tensor, atol: float) -> bool:
+    return got.shape == expected.shape and bool(torch.allclose(got, expected, atol=atol))
+
+
+def run_check(exercise: str, fn: Callable, cases: Sequence[Case],
+              mistakes: Sequence[Mistake] = (), atol: float = 1e-5) -> CheckResult:
+    """Run ``fn`` on every case; stop at the first that fails and explain it."""
+    for case in cases:
+        try:
+            got = _as_tensor(fn(*case.args))
+        except NotImplementedError:
+            return CheckResult(exercise, False, False, f"{exercise}: not done yet.")
+        except Exception as exc:  # the learner's code may raise anything; report it
+            return CheckResult(
+                exercise, False, True,
+                f"{exercise}: ✗ on {case.description}, your function raised "
+                f"{type(exc).__name__}: {exc}",
+            )  # fmt: skip
+        expected = case.expected.to(torch.float64)
+        if _agrees(got, expected, atol):
+            continue
+        if got.shape != expected.shape:
+            problem = f"the result has shape {list(got.shape)}, expected {list(expected.shape)}"
+        else:
+            problem = "the values are wrong"
+        hint = next(
+            (m.hint for m in mistakes if _agrees(got, _as_tensor(m.wrong(*case.args)), atol)),
+            "Work this case out on paper and compare it with what your function returns.",
+        )
+        message = f"{exercise}: ✗ on {case.description}: {problem}.\nHint: {hint}"
+        return CheckResult(exercise, False, True, message)
+    return CheckResult(exercise, True, True, f"{exercise}: ✓ all {len(cases)} cases pass.")
+
+
+# ---------------------------------------------------------------------------------------
+# Lesson 01: IoU of every pair of boxes
+# ---------------------------------------------------------------------------------------
+
+def _boxes(*rows: Sequence[float]) -> Tensor:
+    return torch.tensor(rows, dtype=torch.float64).reshape(-1, 4)
+
+
+def _iou_cases() -> list[Case]:
+    cases = [
+        ("two overlapping boxes", _boxes([0, 0, 4, 4]), _boxes([2, 2, 6, 6])),
+        ("a box and itself", _boxes([1, 2, 5, 7]), _boxes([1, 2, 5, 7])),
+        ("a box inside another", _boxes([0, 0, 10, 10]), _boxes([2, 2, 4, 4])),
+        ("two boxes far apart", _boxes([0, 0, 2, 2]), _boxes([5, 5, 8, 8])),
+        ("two boxes apart in x that overlap in y", _boxes([0, 0, 2, 4]), _boxes([3, 1, 5, 3])),
+        ("two boxes that touch along an edge", _boxes([0, 0, 2, 2]), _boxes([2, 0, 4, 2])),
+        ("3 boxes against 2 boxes",
+         _boxes([0, 0, 4, 4], [1, 1, 3, 5], [10, 10, 12, 11]),
+         _boxes([2, 2, 6, 6], [0, 0, 1, 8])),
+        ("no boxes against 2 boxes", _boxes(), _boxes([0, 0, 1, 1], [0, 0, 2, 2])),
+    ]  # fmt: skip
+    return [Case(text, (a, b), box_iou(a, b)) for text, a, b in cases]
+
+
+def _pairwise(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, ...]:
+    """Intersection corners and areas, shared by the wrong versions below."""
+    top_left = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
+    bottom_right = torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
+    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
+    return top_left, bottom_right, area1[:, None], area2[None, :]
+
+
+def _iou_without_clamp(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    top_left, bottom_right, area1, area2 = _pairwise(boxes1, boxes2)
+    size = bottom_right - top_left
+    inter = size[..., 0] * size[..., 1]
+    return inter / (area1 + area2 - inter)
+
+
+def _iou_union_counts_intersection_twice(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    top_left, bottom_right, area1, area2 = _pairwise(boxes1, boxes2)
+    size = (bottom_right - top_left).clamp(min=0)
+    return size[..., 0] * size[..., 1] / (area1 + area2)
+
+
+def _iou_plus_one_pixel(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    one = torch.tensor([0, 0, 1, 1], dtype=boxes1.dtype)
+    return box_iou(boxes1 + one, boxes2 + one)
+
+
+def _iou_transposed(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    return box_iou(boxes1, boxes2).T
+
+
+def _iou_intersection_over_smaller(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    top_left, bottom_right, area1, area2 = _pairwise(boxes1, boxes2)
+    size = (bottom_right - top_left).clamp(min=0)
+    return size[..., 0] * size[..., 1] / torch.minimum(area1, area2)
+
+
+_IOU_MISTAKES = [
+    Mistake(_iou_without_clamp,
+            "When two boxes do not overlap, the intersection's width or height comes out "
+            "negative (and two negatives multiply to a positive area). Clamp them at 0."),
+    Mistake(_iou_union_counts_intersection_twice,
+            "area1 + area2 counts the intersection twice; the union is "
+            "area1 + area2 - intersection."),
+    Mistake(_iou_plus_one_pixel,
+            "Coordinates are continuous: a box from x1 = 0 to x2 = 10 is 10 wide, no '+ 1'."),
+    Mistake(_iou_transposed,
+            "The result needs one row per box of the first argument and one column per box "
+            "of the second: shape [N, M]."),
+    Mistake(_iou_intersection_over_smaller,
+            "Divide the intersection by the union of the two boxes, not by the smaller area."),
+]  # fmt: skip
+
+
+def iou(fn: Callable[[Tensor, Tensor], Tensor]) -> CheckResult:
+    """Check a learner's ``fn(boxes1[N, 4], boxes2[M, 4]) -> Tensor[N, M]`` (xyxy IoU)."""
+    return run_check("IoU", fn, _iou_cases(), _IOU_MISTAKES)

@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from ssdlearn import checks
+from ssdlearn.boxes import box_iou
+
+
+def test_reference_solution_passes():
+    result = checks.iou(box_iou)
+    assert result.passed and result.done
+    assert "✓ all 8 cases pass" in repr(result)
+
+
+def test_unfinished_exercise_is_not_done_yet():
+    def my_iou(boxes1, boxes2):
+        raise NotImplementedError("your code here")
+
+    result = checks.iou(my_iou)
+    assert not result.passed and not result.done
+    assert repr(result) == "IoU: not done yet."
+
+
+def test_crashing_solution_is_reported_with_the_case():
+    def my_iou(boxes1, boxes2):
+        return boxes1 @ boxes2  # wrong shapes for matmul
+
+    result = checks.iou(my_iou)
+    assert not result.passed and result.done
+    assert "two overlapping boxes" in repr(result) and "RuntimeError" in repr(result)
+
+
+def no_clamp(b1, b2):
+    tl = torch.maximum(b1[:, None, :2], b2[None, :, :2])
+    br = torch.minimum(b1[:, None, 2:], b2[None, :, 2:])
+    wh = br - tl
+    inter = wh[..., 0] * wh[..., 1]
+    a1 = (b1[:, 2] - b1[:, 0]) * (b1[:, 3] - b1[:, 1])
+    a2 = (b2[:, 2] - b2[:, 0]) * (b2[:, 3] - b2[:, 1])
+    return inter / (a1[:, None] + a2[None, :] - inter)
+
+
+def union_without_subtracting(b1, b2):
+    tl = torch.maximum(b1[:, None, :2], b2[None, :, :2])
+    br = torch.minimum(b1[:, None, 2:], b2[None, :, 2:])
+    wh = (br - tl).clamp(min=0)
+    a1 = (b1[:, 2] - b1[:, 0]) * (b1[:, 3] - b1[:, 1])
+    a2 = (b2[:, 2] - b2[:, 0]) * (b2[:, 3] - b2[:, 1])
+    return wh[..., 0] * wh[..., 1] / (a1[:, None] + a2[None, :])
+
+
+def plus_one(b1, b2):
+    tl = torch.maximum(b1[:, None, :2], b2[None, :, :2])
+    br = torch.minimum(b1[:, None, 2:], b2[None, :, 2:])
+    wh = (br - tl + 1).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    a1 = (b1[:, 2] - b1[:, 0] + 1) * (b1[:, 3] - b1[:, 1] + 1)
+    a2 = (b2[:, 2] - b2[:, 0] + 1) * (b2[:, 3] - b2[:, 1] + 1)
+    return inter / (a1[:, None] + a2[None, :] - inter)
+
+
+def columns_per_first_box(b1, b2):
+    return box_iou(b2, b1)
+
+
+def one_number_per_pair_in_a_loop_but_transposed(b1, b2):
+    return torch.tensor([[box_iou(x[None], y[None]).item() for x in b1] for y in b2])
+
+
+@pytest.mark.parametrize(
+    ("wrong", "hint_words"),
+    [
+        (no_clamp, "Clamp them at 0"),
+        (union_without_subtracting, "counts the intersection twice"),
+        (plus_one, "no '+ 1'"),
+        (columns_per_first_box, "shape [N, M]"),
+        (one_number_per_pair_in_a_loop_but_transposed, "shape [N, M]"),
+        (lambda b1, b2: box_iou(b1, b2) * 0.9, "Work this case out on paper"),
+    ],
+)
+def test_typical_mistakes_get_their_hint(wrong, hint_words):
+    result = checks.iou(wrong)
+    assert not result.passed and result.done
+    assert hint_words in repr(result)
+
+
+def test_learner_may_compute_in_float32():
+    result = checks.iou(lambda b1, b2: box_iou(b1.float(), b2.float()))
+    assert result.passed
