@@ -43,7 +43,7 @@ def paper_scales(num_maps: int, s_min: float = 0.2, s_max: float = 0.9) -> list[
     if not isinstance(num_maps, int) or num_maps < 1:
         raise ValueError(f"num_maps must be a positive integer, got {num_maps!r}")
     if not 0 < s_min <= s_max:
-        raise ValueError(f"scales must satisfy 0 < s_min <= s_max, got s_min={s_min}, s_max={s_max}")
+        raise ValueError(f"need 0 < s_min <= s_max, got s_min={s_min}, s_max={s_max}")
     if num_maps == 1:
         return [s_min]
     return [s_min + (s_max - s_min) * k / (num_maps - 1) for k in range(num_maps)]
@@ -113,7 +113,9 @@ class PriorConfig:
                 )
         for k, ratios in enumerate(self.aspect_ratios):
             if isinstance(ratios, (int, float)):
-                raise TypeError(f"aspect_ratios[{k}] must be a sequence like (2, 3), got {ratios!r}")
+                raise TypeError(
+                    f"aspect_ratios[{k}] must be a sequence like (2, 3), got {ratios!r}"
+                )
             for a in ratios:
                 if not a > 1:
                     raise ValueError(

@@ -1,25 +1,39 @@
 """Interactive explorers for the lessons, built from ipywidgets.
 
-Each explorer is made by a factory function and is an ``ipywidgets.VBox``: sliders on
-top, a readout, and a picture rendered to PNG with matplotlib's Agg backend into an
-``ipywidgets.Image``. Rendering to an image (instead of a live matplotlib backend) redraws
-the same way in JupyterLab, Notebook, VS Code and in tests: a test sets ``slider.value``
-and reads ``readout.value`` or the new ``image.value``.
+Each explorer is made by a factory function and is an :class:`Explorer`, an
+``ipywidgets.VBox``: controls on top, a readout, and a picture rendered to PNG with
+matplotlib's Agg backend into an ``ipywidgets.Image``. Rendering to an image (instead of a
+live matplotlib backend) redraws the same way in JupyterLab, Notebook, VS Code and in tests:
+a test sets ``explorer.controls["name"].value`` and reads ``explorer.readout.value`` or the
+new ``explorer.image.value``.
 """
 
 from __future__ import annotations
 
 import io
+from functools import cache
 
 import ipywidgets as widgets
+import matplotlib.patches as mpatches
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from torch import Tensor
 
-from .boxes import box_area, box_iou
-from .viz import draw_box_pair
+from .anchors import SSD300_VOC, PriorConfig, default_boxes, paper_scales
+from .boxes import box_area, box_iou, cxcywh_to_xyxy
+from .viz import PALETTE, draw_box_pair, draw_boxes, show_image
 
-__all__ = ["IoUExplorer", "iou_explorer", "figure_to_png"]
+__all__ = [
+    "Explorer",
+    "figure_to_png",
+    "IoUExplorer",
+    "iou_explorer",
+    "DefaultBoxExplorer",
+    "default_box_explorer",
+    "MatchExplorer",
+    "match_explorer",
+]
 
 
 def figure_to_png(fig: Figure, dpi: int = 80) -> bytes:
@@ -30,52 +44,84 @@ def figure_to_png(fig: Figure, dpi: int = 80) -> bytes:
     return buffer.getvalue()
 
 
-class IoUExplorer(widgets.VBox):
-    """Two boxes on a square canvas, moved and resized with sliders; shows their IoU.
+class Explorer(widgets.VBox):
+    """Rows of controls, a readout and a picture; redrawn whenever a control changes.
+
+    Subclasses implement :meth:`draw`, which fills a figure and returns the readout's HTML.
 
     Attributes:
-        sliders: ``{"a_cx", "a_cy", "a_w", "a_h", "b_cx", ...}`` -> IntSlider, in pixels.
-        readout: HTML widget with the intersection, union and IoU.
-        image: Image widget with the picture.
-        iou: the IoU shown now.
+        controls: name -> control widget.
+        readout: HTML widget with what the picture shows, in numbers.
+        image: Image widget with the picture (PNG).
+    """
+
+    figsize: tuple[float, float] = (4.5, 4.5)
+
+    def __init__(self, rows: list[list[widgets.Widget]], controls: dict[str, widgets.Widget],
+                 image_width: str = "360px") -> None:
+        self.controls = controls
+        self.readout = widgets.HTML()
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width=image_width))
+        super().__init__([*(widgets.HBox(row) for row in rows), self.readout, self.image])
+        for control in controls.values():
+            control.observe(self._on_change, names="value")
+        self.redraw()
+
+    def _on_change(self, change: dict) -> None:
+        self.redraw()
+
+    def redraw(self) -> None:
+        fig = Figure(figsize=self.figsize)
+        self.readout.value = self.draw(fig)
+        fig.tight_layout()
+        self.image.value = figure_to_png(fig)
+
+    def draw(self, fig: Figure) -> str:
+        raise NotImplementedError
+
+
+def _slider(kind: type, description: str, value: float, low: float, high: float,
+            step: float = 1, width: str = "220px") -> widgets.Widget:
+    return kind(value=value, min=low, max=high, step=step, description=description,
+                continuous_update=True, layout=widgets.Layout(width=width),
+                style={"description_width": "60px"})
+
+
+# ---------------------------------------------------------------------------------------
+# Lesson 01: the IoU of two boxes
+# ---------------------------------------------------------------------------------------
+
+
+class IoUExplorer(Explorer):
+    """Two boxes on a square canvas, moved and resized with sliders; shows their IoU.
+
+    Controls ``a_cx, a_cy, a_w, a_h, b_cx, ...`` are IntSliders in pixels. ``iou`` is the
+    IoU shown now.
     """
 
     def __init__(self, box_a: tuple[int, int, int, int], box_b: tuple[int, int, int, int],
                  canvas: int = 100, threshold: float = 0.5) -> None:
-        self.canvas = canvas
-        self.threshold = threshold
-        self.sliders: dict[str, widgets.IntSlider] = {}
-        rows = []
+        self.canvas, self.threshold = canvas, threshold
+        controls, rows = {}, []
         for name, box in (("a", box_a), ("b", box_b)):
             row = []
             for key, value in zip(("cx", "cy", "w", "h"), box):
                 low = 1 if key in ("w", "h") else 0
-                slider = widgets.IntSlider(
-                    value=value, min=low, max=canvas, description=f"{name.upper()} {key}",
-                    continuous_update=True, layout=widgets.Layout(width="220px"),
-                    style={"description_width": "50px"},
-                )  # fmt: skip
-                slider.observe(self._on_change, names="value")
-                self.sliders[f"{name}_{key}"] = slider
+                slider = _slider(widgets.IntSlider, f"{name.upper()} {key}", value, low, canvas)
+                controls[f"{name}_{key}"] = slider
                 row.append(slider)
-            rows.append(widgets.HBox(row))
-        self.readout = widgets.HTML()
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="360px"))
-        super().__init__([*rows, self.readout, self.image])
-        self._redraw()
+            rows.append(row)
+        super().__init__(rows, controls)
 
     def boxes(self) -> tuple[list[float], list[float]]:
         """The two boxes as xyxy lists, in pixels."""
         out = []
         for name in ("a", "b"):
-            cx, cy, w, h = (self.sliders[f"{name}_{k}"].value for k in ("cx", "cy", "w", "h"))
+            cx, cy, w, h = (self.controls[f"{name}_{k}"].value for k in ("cx", "cy", "w", "h"))
             out.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
         return out[0], out[1]
 
-    def _on_change(self, change: dict) -> None:
-        self._redraw()
-
-    def _redraw(self) -> None:
+    def draw(self, fig: Figure) -> str:
         box_a, box_b = self.boxes()
         a = torch.tensor([box_a], dtype=torch.float64)
         b = torch.tensor([box_b], dtype=torch.float64)
@@ -84,13 +130,6 @@ class IoUExplorer(widgets.VBox):
         inter_w = max(0.0, min(box_a[2], box_b[2]) - max(box_a[0], box_b[0]))
         inter_h = max(0.0, min(box_a[3], box_b[3]) - max(box_a[1], box_b[1]))
         inter = inter_w * inter_h
-        verdict = "a match" if self.iou >= self.threshold else "not a match"
-        self.readout.value = (
-            f"<b>IoU = {self.iou:.3f}</b> &nbsp; intersection {inter:.0f} px², "
-            f"union {area_a + area_b - inter:.0f} px² &nbsp; "
-            f"({verdict} at SSD's threshold {self.threshold})"
-        )
-        fig = Figure(figsize=(4.5, 4.5))
         ax = fig.add_subplot()
         draw_box_pair(ax, box_a, box_b)
         ax.set_xlim(0, self.canvas)
@@ -98,8 +137,12 @@ class IoUExplorer(widgets.VBox):
         ax.set_aspect("equal")
         ax.set_xlabel("x (px)")
         ax.set_ylabel("y (px)")
-        fig.tight_layout()
-        self.image.value = figure_to_png(fig)
+        verdict = "a match" if self.iou >= self.threshold else "not a match"
+        return (
+            f"<b>IoU = {self.iou:.3f}</b> &nbsp; intersection {inter:.0f} px², "
+            f"union {area_a + area_b - inter:.0f} px² &nbsp; "
+            f"({verdict} at SSD's threshold {self.threshold})"
+        )
 
 
 def iou_explorer(box_a: tuple[int, int, int, int] = (40, 45, 40, 50),
@@ -110,3 +153,216 @@ def iou_explorer(box_a: tuple[int, int, int, int] = (40, 45, 40, 50),
         if len(box) != 4 or min(box[2], box[3]) < 1:
             raise ValueError(f"{name} must be (cx, cy, w, h) with w, h >= 1, got {box}")
     return IoUExplorer(box_a, box_b, canvas=canvas, threshold=threshold)
+
+
+# ---------------------------------------------------------------------------------------
+# Lesson 02: default boxes
+# ---------------------------------------------------------------------------------------
+
+SSD300_LAYERS = ("conv4_3", "conv7", "conv8_2", "conv9_2", "conv10_2", "conv11_2")
+_RATIO_NAMES = {2: ("2", "1/2"), 3: ("3", "1/3")}
+
+
+@cache
+def _pictures(size: int = 300) -> dict[str, Tensor]:
+    from .data import ShapesDataset, sample_photo  # data is only needed once drawn
+
+    return {"photo": sample_photo(size), "shapes": ShapesDataset(1, size, seed=7)[0][0]}
+
+
+def ssd300_like_config(s_min: float = 0.2, s_max: float = 0.9, ratio_2: bool = True,
+                       ratio_3: bool = True) -> PriorConfig:
+    """SSD300's six feature maps with scales from eq. 4 and a choice of aspect ratios.
+
+    As in the paper's VOC model, conv4_3 gets half of ``s_min`` and the other five maps
+    ``paper_scales(5, s_min, s_max)``; ratio 3 is used on the middle three maps only.
+    With the defaults this gives SSD300's 8732 boxes (scales differ from the Caffe
+    preset's integer pixel sizes by under 1%).
+    """
+    scales = [s_min / 2, *paper_scales(5, s_min, s_max)]
+    scales.append(s_max + (s_max - s_min) / 4)  # s_{m+1}, for the last map's extra box
+    outer = (2,) if ratio_2 else ()
+    middle = outer + ((3,) if ratio_3 else ())
+    ratios = [outer, middle, middle, middle, outer, outer]
+    return PriorConfig.from_scales(300, SSD300_VOC.feature_maps, scales, ratios, name="explorer")
+
+
+def _cell_box_names(ratios: tuple[float, ...]) -> list[str]:
+    names = ["1 (s_k)", "1 (s'_k)"]
+    for a in ratios:
+        names += list(_RATIO_NAMES.get(a, (str(a), f"1/{a}")))
+    return names
+
+
+class DefaultBoxExplorer(Explorer):
+    """The default boxes of one cell of one SSD300 feature map, over eq. 4's scales.
+
+    Controls: ``s_min``, ``s_max`` (FloatSliders), ``ratio_2``, ``ratio_3`` (Checkboxes),
+    ``feature_map`` (Dropdown of map indices), ``row``, ``col`` (IntSliders, the cell),
+    ``picture`` ("photo" or "shapes"). ``config`` is the PriorConfig drawn now,
+    ``cell_boxes`` the cell's boxes (cxcywh), ``num_boxes`` the total.
+    """
+
+    figsize = (5.0, 5.0)
+
+    def __init__(self, feature_map: int = 2, row: int = 4, col: int = 5,
+                 picture: str = "photo") -> None:
+        maps = SSD300_VOC.feature_maps
+        options = [(f"{f}x{f} ({name})", k) for k, (f, name) in enumerate(zip(maps, SSD300_LAYERS))]
+        side = maps[feature_map]
+        controls = {
+            "s_min": _slider(widgets.FloatSlider, "s_min", 0.2, 0.05, 0.5, step=0.01),
+            "s_max": _slider(widgets.FloatSlider, "s_max", 0.9, 0.5, 1.0, step=0.01),
+            "ratio_2": widgets.Checkbox(value=True, description="ratios 2 and 1/2"),
+            "ratio_3": widgets.Checkbox(value=True, description="ratios 3 and 1/3"),
+            "feature_map": widgets.Dropdown(options=options, value=feature_map, description="map",
+                                            layout=widgets.Layout(width="220px")),
+            "row": _slider(widgets.IntSlider, "cell row", min(row, side - 1), 0, side - 1),
+            "col": _slider(widgets.IntSlider, "cell col", min(col, side - 1), 0, side - 1),
+            "picture": widgets.ToggleButtons(options=["photo", "shapes"], value=picture),
+        }  # fmt: skip
+        c = controls
+        rows = [[c["s_min"], c["s_max"], c["ratio_2"], c["ratio_3"]],
+                [c["feature_map"], c["row"], c["col"], c["picture"]]]
+        super().__init__(rows, controls, image_width="400px")
+
+    def _on_change(self, change: dict) -> None:
+        if change["owner"] is self.controls["feature_map"]:
+            side = SSD300_VOC.feature_maps[change["new"]]
+            with self.hold_sync():
+                for name in ("row", "col"):  # keep the cell on the new, smaller or larger grid
+                    self.controls[name].value = min(self.controls[name].value, side - 1)
+                    self.controls[name].max = side - 1
+        self.redraw()
+
+    def draw(self, fig: Figure) -> str:
+        c = {name: control.value for name, control in self.controls.items()}
+        self.config = ssd300_like_config(c["s_min"], c["s_max"], c["ratio_2"], c["ratio_3"])
+        self.num_boxes = self.config.num_priors
+        k_map, side = c["feature_map"], self.config.feature_maps[c["feature_map"]]
+        row, col = min(c["row"], side - 1), min(c["col"], side - 1)
+        per_cell = self.config.boxes_per_cell
+        first = sum(f * f * k for f, k in zip(self.config.feature_maps[:k_map], per_cell))
+        start = first + (row * side + col) * per_cell[k_map]
+        boxes = default_boxes(self.config)
+        self.cell_boxes = boxes[start : start + per_cell[k_map]]
+
+        ax = fig.add_subplot()
+        show_image(ax, _pictures()[c["picture"]])
+        ax.set_xlim(-0.5, 299.5)
+        ax.set_ylim(299.5, -0.5)
+        step = 300 / side
+        if side <= 19:  # the grid of a 38x38 map is too dense to help
+            for line in range(1, side):
+                ax.axhline(line * step, color="white", alpha=0.35, lw=0.6)
+                ax.axvline(line * step, color="white", alpha=0.35, lw=0.6)
+        ax.add_patch(mpatches.Rectangle((col * step, row * step), step, step,
+                                        color="white", alpha=0.45, lw=0))
+        names = _cell_box_names(self.config.aspect_ratios[k_map])
+        corners = cxcywh_to_xyxy(self.cell_boxes) * 300
+        for i, (box, name) in enumerate(zip(corners.tolist(), names)):
+            draw_boxes(ax, [box], color=PALETTE[i], show_text=False, linewidth=2)
+            ax.plot([], [], color=PALETTE[i], lw=2, label=f"ratio {name}")
+        ax.legend(loc="lower left", fontsize=7, framealpha=0.8)
+        ax.set_title(f"{side}x{side} map, cell ({row}, {col}): {per_cell[k_map]} default boxes")
+
+        scales = self.config.scales()
+        counts = " + ".join(
+            f"{f}²·{k}" for f, k in zip(self.config.feature_maps, per_cell)
+        )
+        return (
+            f"map {side}x{side} ({SSD300_LAYERS[k_map]}): s_k = {scales[k_map]:.3f}, "
+            f"{per_cell[k_map]} boxes per cell, {side * side * per_cell[k_map]} on this map"
+            f"<br><b>{self.num_boxes} default boxes</b> in all = {counts}"
+        )
+
+
+def default_box_explorer(feature_map: int = 2, row: int = 4, col: int = 5,
+                         picture: str = "photo") -> DefaultBoxExplorer:
+    """Make the default-box explorer, starting on map ``feature_map`` (0 is 38x38)."""
+    maps = SSD300_VOC.feature_maps
+    if not 0 <= feature_map < len(maps):
+        raise ValueError(f"feature_map must be 0..{len(maps) - 1}, got {feature_map}")
+    if picture not in ("photo", "shapes"):
+        raise ValueError(f"picture must be 'photo' or 'shapes', got {picture!r}")
+    return DefaultBoxExplorer(feature_map, row, col, picture)
+
+
+class MatchExplorer(Explorer):
+    """A ground-truth box drawn with sliders, and the SSD300 default boxes that overlap it.
+
+    Controls ``cx, cy, w, h`` (FloatSliders, fractions of the image) and ``threshold``.
+    ``matches_per_map`` is the number of default boxes with IoU >= threshold on each map,
+    ``best_iou_per_map`` the best IoU on each.
+    """
+
+    figsize = (9.0, 4.3)
+
+    def __init__(self, box: tuple[float, float, float, float], config: PriorConfig,
+                 threshold: float) -> None:
+        self.config = config
+        self.priors = default_boxes(config)
+        self._prior_corners = cxcywh_to_xyxy(self.priors, check=False)
+        sizes = [f * f * k for f, k in zip(config.feature_maps, config.boxes_per_cell)]
+        self._map_of_prior = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+        controls = {
+            key: _slider(widgets.FloatSlider, key, value, 0.02 if key in ("w", "h") else 0.0, 1.0,
+                         step=0.01)
+            for key, value in zip(("cx", "cy", "w", "h"), box)
+        }
+        controls["threshold"] = _slider(widgets.FloatSlider, "threshold", threshold, 0.1, 0.9,
+                                        step=0.05)
+        rows = [[controls[k] for k in ("cx", "cy", "w", "h")], [controls["threshold"]]]
+        super().__init__(rows, controls, image_width="720px")
+
+    def draw(self, fig: Figure) -> str:
+        names = ("cx", "cy", "w", "h", "threshold")
+        cx, cy, w, h, threshold = (self.controls[name].value for name in names)
+        gt = torch.tensor([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]])
+        iou = box_iou(gt, self._prior_corners, check=False)[0]
+        num_maps = len(self.config.feature_maps)
+        matched = iou >= threshold
+        counts = torch.bincount(self._map_of_prior[matched], minlength=num_maps)
+        self.matches_per_map = counts.tolist()
+        best = torch.zeros(num_maps).scatter_reduce(0, self._map_of_prior, iou, "amax")
+        self.best_iou_per_map = best.tolist()
+        labels = [f"{f}x{f}" for f in self.config.feature_maps]
+
+        ax = fig.add_subplot(1, 2, 1)
+        show_image(ax, _pictures()["photo"])
+        ax.set_xlim(-0.5, 299.5)
+        ax.set_ylim(299.5, -0.5)
+        for k in range(num_maps):
+            chosen = self._prior_corners[matched & (self._map_of_prior == k)] * 300
+            if len(chosen):
+                draw_boxes(ax, chosen, color=PALETTE[k], show_text=False, linewidth=1.2)
+                ax.plot([], [], color=PALETTE[k], label=f"{labels[k]}: {len(chosen)}")
+        draw_boxes(ax, gt * 300, color="white", show_text=False, linewidth=3, linestyle="--")
+        ax.plot([], [], color="white", ls="--", lw=2, label="object")
+        ax.legend(loc="lower left", fontsize=7, framealpha=0.8)
+        ax.set_title(f"default boxes with IoU ≥ {threshold:.2f}")
+
+        bars = fig.add_subplot(1, 2, 2)
+        bars.bar(labels, self.best_iou_per_map, color=[PALETTE[k] for k in range(num_maps)])
+        bars.axhline(threshold, color="tab:red", ls="--", label=f"threshold {threshold:.2f}")
+        bars.set_ylim(0, 1)
+        bars.set_xlabel("feature map")
+        bars.set_ylabel("best IoU with the object")
+        bars.set_title("best default box on each map")
+        bars.legend(loc="upper right", fontsize=8)
+
+        total = sum(self.matches_per_map)
+        per_map = ", ".join(f"{name}: {n}" for name, n in zip(labels, self.matches_per_map))
+        return (f"object {w:.2f} x {h:.2f} of the image: <b>{total} default boxes</b> "
+                f"with IoU ≥ {threshold:.2f} ({per_map})")
+
+
+def match_explorer(box: tuple[float, float, float, float] = (0.5, 0.37, 0.36, 0.34),
+                   config: PriorConfig = SSD300_VOC, threshold: float = 0.5) -> MatchExplorer:
+    """Make the explorer of which default boxes overlap an object ``(cx, cy, w, h)``.
+
+    The default object is the face in the (warped) sample photo.
+    """
+    if len(box) != 4 or not (0 < box[2] <= 1 and 0 < box[3] <= 1):
+        raise ValueError(f"box must be (cx, cy, w, h) with 0 < w, h <= 1, got {box}")
+    return MatchExplorer(box, config, threshold)

@@ -17,7 +17,7 @@ def test_iou_explorer_updates_when_a_slider_moves():
     assert "not a match" in explorer.readout.value
     picture = explorer.image.value
 
-    explorer.sliders["b_cx"].value = 45  # slide B over A
+    explorer.controls["b_cx"].value = 45  # slide B over A
     a, b = explorer.boxes()
     expected = box_iou(torch.tensor([a]), torch.tensor([b])).item()
     assert explorer.iou == pytest.approx(expected)
@@ -31,10 +31,10 @@ def test_iou_explorer_disjoint_and_resized_boxes():
     explorer = iou_explorer(box_a=(20, 20, 10, 10), box_b=(80, 80, 10, 10))
     assert explorer.iou == 0.0
     assert "intersection 0 px²" in explorer.readout.value
-    explorer.sliders["a_w"].value = 100
-    explorer.sliders["a_h"].value = 100
-    explorer.sliders["a_cx"].value = 50
-    explorer.sliders["a_cy"].value = 50
+    explorer.controls["a_w"].value = 100
+    explorer.controls["a_h"].value = 100
+    explorer.controls["a_cx"].value = 50
+    explorer.controls["a_cy"].value = 50
     # A now covers the canvas, B (100 px²) lies inside it: IoU = 100 / 10000.
     assert explorer.iou == pytest.approx(0.01)
 
@@ -42,3 +42,80 @@ def test_iou_explorer_disjoint_and_resized_boxes():
 def test_iou_explorer_rejects_bad_boxes():
     with pytest.raises(ValueError, match="box_b must be"):
         iou_explorer(box_b=(10, 10, 0, 5))
+
+
+# ---- lesson 02 ------------------------------------------------------------------------
+
+from ssdlearn.anchors import SSD300_VOC, default_boxes  # noqa: E402
+from ssdlearn.boxes import cxcywh_to_xyxy  # noqa: E402
+from ssdlearn.widgets import default_box_explorer, match_explorer, ssd300_like_config  # noqa: E402
+
+
+def test_ssd300_like_config_counts_8732_and_follows_eq4():
+    config = ssd300_like_config()
+    assert config.num_priors == 8732
+    assert config.scales() == pytest.approx([0.1, 0.2, 0.375, 0.55, 0.725, 0.9])
+    # Within 1% of the Caffe preset's integer pixel sizes.
+    ours, caffe = default_boxes(config), default_boxes(SSD300_VOC)
+    assert torch.allclose(ours, caffe, rtol=0.05, atol=0.02)
+
+
+def test_default_box_explorer_count_and_boxes_follow_the_controls():
+    explorer = default_box_explorer(feature_map=2, row=4, col=5)
+    assert explorer.num_boxes == 8732
+    assert "8732 default boxes" in explorer.readout.value
+    assert len(explorer.cell_boxes) == 6
+    # The cell's boxes are centred on cell (4, 5) of the 10x10 map.
+    centre = torch.tensor([(5 + 0.5) / 10, (4 + 0.5) / 10])
+    assert torch.allclose(explorer.cell_boxes[:, :2], centre.expand(6, 2))
+    picture = explorer.image.value
+
+    explorer.controls["ratio_3"].value = False  # the paper's ablation: no 3 and 1/3
+    assert explorer.num_boxes == 7760
+    assert "7760 default boxes" in explorer.readout.value
+    assert len(explorer.cell_boxes) == 4
+    assert explorer.image.value != picture
+
+    explorer.controls["ratio_2"].value = False
+    assert explorer.num_boxes == 2 * (38**2 + 19**2 + 10**2 + 5**2 + 3**2 + 1)
+    assert len(explorer.cell_boxes) == 2
+
+
+def test_default_box_explorer_scales_and_feature_map():
+    explorer = default_box_explorer(feature_map=2, row=9, col=9)
+    before = explorer.cell_boxes.clone()
+    explorer.controls["s_min"].value = 0.3
+    assert explorer.config.scales()[2] == pytest.approx(0.3 + 0.6 / 4)
+    assert (explorer.cell_boxes[:, 2:] > before[:, 2:]).all()  # larger boxes
+
+    explorer.controls["feature_map"].value = 5  # 1x1: the cell is clamped to (0, 0)
+    assert explorer.controls["row"].max == 0 and explorer.controls["row"].value == 0
+    assert torch.allclose(explorer.cell_boxes[:, :2], torch.full((4, 2), 0.5))
+    assert "map 1x1 (conv11_2)" in explorer.readout.value
+    explorer.controls["picture"].value = "shapes"
+    assert explorer.image.value[:4] == b"\x89PNG"
+
+
+def test_match_explorer_small_objects_land_on_large_maps():
+    explorer = match_explorer(box=(0.5, 0.5, 0.1, 0.1))
+    assert explorer.matches_per_map[0] > 0  # 38x38 (s = 0.1) matches a 0.1 object
+    assert sum(explorer.matches_per_map[3:]) == 0
+    explorer.controls["w"].value = 0.8
+    explorer.controls["h"].value = 0.8
+    assert explorer.matches_per_map[0] == 0
+    assert sum(explorer.matches_per_map[4:]) > 0  # 3x3 and 1x1 take large objects
+    # The counts agree with box_iou on the preset's default boxes.
+    gt = torch.tensor([[0.1, 0.1, 0.9, 0.9]])
+    iou = box_iou(gt, cxcywh_to_xyxy(default_boxes(SSD300_VOC)))[0]
+    assert sum(explorer.matches_per_map) == int((iou >= 0.5).sum())
+    assert max(explorer.best_iou_per_map) == pytest.approx(iou.max().item())
+    assert "default boxes" in explorer.readout.value
+
+
+def test_explorer_factories_reject_bad_arguments():
+    with pytest.raises(ValueError, match="feature_map must be 0..5"):
+        default_box_explorer(feature_map=6)
+    with pytest.raises(ValueError, match="picture must be"):
+        default_box_explorer(picture="cat")
+    with pytest.raises(ValueError, match="box must be"):
+        match_explorer(box=(0.5, 0.5, 0.0, 0.2))
