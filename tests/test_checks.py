@@ -86,3 +86,50 @@ def test_typical_mistakes_get_their_hint(wrong, hint_words):
 def test_learner_may_compute_in_float32():
     result = checks.iou(lambda b1, b2: box_iou(b1.float(), b2.float()))
     assert result.passed
+
+
+# ---- lesson 02 ------------------------------------------------------------------------
+
+import math  # noqa: E402
+
+from ssdlearn.anchors import _cell_box_sizes  # noqa: E402
+
+
+def reference_cell(s_k, s_next, ratios):
+    return torch.tensor(_cell_box_sizes(s_k, s_next, ratios))
+
+
+def test_cell_box_sizes_reference_passes():
+    assert checks.cell_box_sizes(reference_cell).passed
+
+
+def forgot_extra_box(s_k, s_next, ratios):
+    sizes = reference_cell(s_k, s_next, ratios)
+    return torch.cat([sizes[:1], sizes[2:]])
+
+
+def swapped(s_k, s_next, ratios):
+    sizes = [(s_k, s_k), (math.sqrt(s_k * s_next),) * 2]
+    for a in ratios:
+        r = math.sqrt(a)
+        sizes += [(s_k / r, s_k * r), (s_k * r, s_k / r)]
+    return torch.tensor(sizes)
+
+
+def average_extra(s_k, s_next, ratios):
+    sizes = reference_cell(s_k, s_next, ratios)
+    sizes[1] = (s_k + s_next) / 2
+    return sizes
+
+
+@pytest.mark.parametrize(
+    ("wrong", "hint_words"),
+    [
+        (swapped, "w = s_k * sqrt(a)"),
+        (average_extra, "geometric mean"),
+        (forgot_extra_box, "the result has shape"),
+    ],
+)
+def test_cell_box_sizes_mistakes(wrong, hint_words):
+    result = checks.cell_box_sizes(wrong)
+    assert not result.passed and hint_words in repr(result)
