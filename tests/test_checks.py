@@ -133,3 +133,26 @@ def average_extra(s_k, s_next, ratios):
 def test_cell_box_sizes_mistakes(wrong, hint_words):
     result = checks.cell_box_sizes(wrong)
     assert not result.passed and hint_words in repr(result)
+
+
+# ---- lesson 04 ------------------------------------------------------------------------
+
+
+def test_flatten_predictions_reference_passes():
+    def flatten(x, v):
+        return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, v)
+
+    assert checks.flatten_predictions(flatten).passed
+
+
+@pytest.mark.parametrize(
+    ("wrong", "hint_words"),
+    [
+        (lambda x, v: x.reshape(x.shape[0], -1, v), "A reshape alone"),
+        (lambda x, v: x.permute(0, 3, 2, 1).reshape(x.shape[0], -1, v), "row by row"),
+        (lambda x, v: x.permute(0, 2, 3, 1).reshape(-1, v), "the result has shape"),
+    ],
+)
+def test_flatten_predictions_mistakes(wrong, hint_words):
+    result = checks.flatten_predictions(wrong)
+    assert not result.passed and hint_words in repr(result)
