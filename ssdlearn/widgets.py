@@ -11,6 +11,7 @@ new ``explorer.image.value``.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from functools import cache
 
 import ipywidgets as widgets
@@ -33,6 +34,8 @@ __all__ = [
     "default_box_explorer",
     "MatchExplorer",
     "match_explorer",
+    "AugmentationExplorer",
+    "augmentation_explorer",
 ]
 
 
@@ -366,3 +369,68 @@ def match_explorer(box: tuple[float, float, float, float] = (0.5, 0.37, 0.36, 0.
     if len(box) != 4 or not (0 < box[2] <= 1 and 0 < box[3] <= 1):
         raise ValueError(f"box must be (cx, cy, w, h) with 0 < w, h <= 1, got {box}")
     return MatchExplorer(box, config, threshold)
+
+
+# ---------------------------------------------------------------------------------------
+# Lesson 06: augmentation
+# ---------------------------------------------------------------------------------------
+
+
+class AugmentationExplorer(Explorer):
+    """An image and its boxes before and after SSD's training augmentation.
+
+    Controls: ``sample`` (IntSlider, the random seed: step through samples), and Checkboxes
+    ``photometric``, ``zoom_out``, ``crop``, ``flip`` that switch each stage on or off.
+    ``augmented`` is the (image, target) shown on the right.
+    """
+
+    figsize = (9.0, 4.6)
+
+    def __init__(self, image: Tensor, target: dict[str, Tensor], class_names: Sequence[str],
+                 size: int, fill: Sequence[float]) -> None:
+        from . import augment
+
+        self.original, self.class_names, self.size = (image, target), class_names, size
+        self.stages = {
+            "photometric": augment.PhotometricDistort(),
+            "zoom_out": augment.ZoomOut(fill=fill),
+            "crop": augment.IoUCrop(),
+            "flip": augment.RandomHorizontalFlip(),
+        }
+        controls = {"sample": _slider(widgets.IntSlider, "sample", 0, 0, 99)}
+        for name in self.stages:
+            controls[name] = widgets.Checkbox(value=True, description=name.replace("_", " "),
+                                              layout=widgets.Layout(width="150px"))
+        rows = [[controls["sample"]], [controls[name] for name in self.stages]]
+        super().__init__(rows, controls, image_width="720px")
+
+    def draw(self, fig: Figure) -> str:
+        from .augment import Compose, Resize
+
+        enabled = [name for name in self.stages if self.controls[name].value]
+        transform = Compose([*(self.stages[name] for name in enabled), Resize(self.size)])
+        generator = torch.Generator().manual_seed(self.controls["sample"].value)
+        self.augmented = transform(*self.original, generator=generator)
+        for ax, (image, target), title in zip(
+            (fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)),
+            (self.original, self.augmented),
+            ("original", f"augmented, sample {self.controls['sample'].value}"),
+        ):
+            show_image(ax, image, title=title)
+            draw_boxes(ax, target["boxes"], target["labels"], class_names=self.class_names,
+                       image_size=tuple(image.shape[1:]))
+        crop = self.stages["crop"].last_option if "crop" in enabled else None
+        crop_text = ("whole image" if crop is None else "random patch" if crop == 0
+                     else f"patch with IoU ≥ {crop} with some object")
+        kept = len(self.augmented[1]["boxes"])
+        return (f"stages: {', '.join(enabled) or 'none'} · crop: {crop_text} · "
+                f"<b>{kept} of {len(self.original[1]['boxes'])} objects kept</b>")
+
+
+def augmentation_explorer(image: Tensor, target: dict[str, Tensor],
+                          class_names: Sequence[str], size: int = 300,
+                          fill: Sequence[float] = (0.485, 0.456, 0.406)) -> AugmentationExplorer:
+    """Make the augmentation explorer for one sample (``target`` with normalized boxes)."""
+    if "boxes" not in target or "labels" not in target:
+        raise ValueError(f"target must have 'boxes' and 'labels', got keys {sorted(target)}")
+    return AugmentationExplorer(image, target, class_names, size, fill)

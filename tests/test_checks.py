@@ -156,3 +156,35 @@ def test_flatten_predictions_reference_passes():
 def test_flatten_predictions_mistakes(wrong, hint_words):
     result = checks.flatten_predictions(wrong)
     assert not result.passed and hint_words in repr(result)
+
+
+# ---- lesson 06 ------------------------------------------------------------------------
+
+from ssdlearn.augment import crop_boxes  # noqa: E402
+
+
+def test_crop_boxes_reference_passes():
+    assert checks.crop_boxes_check(lambda b, p: crop_boxes(b, p)[0]).passed
+
+
+def keep_overlapping(boxes, patch):
+    keep = box_iou(boxes, patch[None])[:, 0] > 0
+    kept = torch.cat([torch.maximum(boxes[keep, :2], patch[:2]),
+                      torch.minimum(boxes[keep, 2:], patch[2:])], dim=1)
+    return (kept - patch[:2].repeat(2)) / (patch[2:] - patch[:2]).repeat(2)
+
+
+def forgets_to_shift(boxes, patch):
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    keep = ((centres > patch[:2]) & (centres < patch[2:])).all(dim=1)
+    return torch.cat([torch.maximum(boxes[keep, :2], patch[:2]),
+                      torch.minimum(boxes[keep, 2:], patch[2:])], dim=1)
+
+
+@pytest.mark.parametrize(
+    ("wrong", "hint_words"),
+    [(keep_overlapping, "only if its centre"), (forgets_to_shift, "relative to it")],
+)
+def test_crop_boxes_mistakes(wrong, hint_words):
+    result = checks.crop_boxes_check(wrong)
+    assert not result.passed and hint_words in repr(result)

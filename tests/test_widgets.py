@@ -119,3 +119,29 @@ def test_explorer_factories_reject_bad_arguments():
         default_box_explorer(picture="cat")
     with pytest.raises(ValueError, match="box must be"):
         match_explorer(box=(0.5, 0.5, 0.0, 0.2))
+
+
+# ---- lesson 06 ------------------------------------------------------------------------
+
+from ssdlearn.data import ShapesDataset  # noqa: E402
+from ssdlearn.widgets import augmentation_explorer  # noqa: E402
+
+
+def test_augmentation_explorer_steps_through_samples_and_stages():
+    dataset = ShapesDataset(1, 96, seed=3, min_objects=3, max_objects=3)
+    image, target = dataset[0]
+    explorer = augmentation_explorer(image, target, dataset.classes, size=64)
+    first_image, first_target = explorer.augmented
+    assert first_image.shape == (3, 64, 64)
+    picture = explorer.image.value
+    explorer.controls["sample"].value = 5
+    assert explorer.image.value != picture
+    for stage in ("photometric", "zoom_out", "crop", "flip"):
+        explorer.controls[stage].value = False
+    # Nothing but the resize: the boxes are the original ones.
+    assert torch.equal(explorer.augmented[1]["boxes"], target["boxes"])
+    assert "stages: none" in explorer.readout.value
+    count = len(target["boxes"])
+    assert f"{count} of {count} objects kept" in explorer.readout.value
+    with pytest.raises(ValueError, match="'boxes' and 'labels'"):
+        augmentation_explorer(image, {"boxes": target["boxes"]}, dataset.classes)
