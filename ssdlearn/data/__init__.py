@@ -1,6 +1,28 @@
-"""Datasets: generated shapes (no download), and the real VOC and COCO formats."""
+"""Datasets: generated shapes (no download), and the real VOC and COCO formats.
 
+A sample is ``(image, target)``: ``image`` a float ``Tensor[3, H, W]`` in [0, 1], ``target``
+a dict with ``boxes: Tensor[G, 4]`` (xyxy, normalized) and ``labels: Tensor[G]`` (1..C-1),
+plus per-object flags where the dataset has them (``difficult``, ``iscrowd``).
+"""
+
+from .coco import COCODataset
+from .collate import collate_detection
+from .download import DATASETS, UnsafeArchiveError, download, extract
 from .photo import sample_photo
 from .shapes import SHAPE_CLASSES, ShapesDataset
+from .voc import VOC_CLASSES, VOCDataset, parse_voc_xml
 
-__all__ = ["SHAPE_CLASSES", "ShapesDataset", "sample_photo"]
+__all__ = [
+    "COCODataset",
+    "DATASETS",
+    "SHAPE_CLASSES",
+    "ShapesDataset",
+    "UnsafeArchiveError",
+    "VOCDataset",
+    "VOC_CLASSES",
+    "collate_detection",
+    "download",
+    "extract",
+    "parse_voc_xml",
+    "sample_photo",
+]
