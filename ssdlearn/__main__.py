@@ -1,5 +1,6 @@
 """Command line: ``python -m ssdlearn COMMAND ...``.
 
+    python -m ssdlearn train --config shapes --out runs/shapes
     python -m ssdlearn data voc2007 --root data/     download and extract a dataset
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {
+    "train": ("ssdlearn.train", "train an SSD (default: the tiny model on shapes, no download)"),
     "data": ("ssdlearn.data.download", "download and extract VOC or COCO"),
 }
 
