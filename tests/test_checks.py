@@ -188,3 +188,50 @@ def forgets_to_shift(boxes, patch):
 def test_crop_boxes_mistakes(wrong, hint_words):
     result = checks.crop_boxes_check(wrong)
     assert not result.passed and hint_words in repr(result)
+
+
+# ---- lesson 03 ------------------------------------------------------------------------
+
+from ssdlearn.matching import encode, match  # noqa: E402
+
+
+def test_encode_and_match_references_pass():
+    assert checks.encode_check(lambda m, p: encode(m, p)).passed
+    assert checks.match_check(lambda *args: match(*args)[0]).passed
+
+
+def encode_without_variances(matched, priors):
+    return encode(matched, priors, variances=(1.0, 1.0))
+
+
+def encode_corners(matched, priors):
+    return (matched - cxcywh_to_xyxy(priors)) / 0.1
+
+
+def match_by_threshold_only(gt_boxes, gt_labels, priors, threshold):
+    iou = box_iou(gt_boxes, cxcywh_to_xyxy(priors))
+    if len(gt_boxes) == 0:
+        return torch.zeros(len(priors), dtype=torch.long)
+    best, index = iou.max(dim=0)
+    return torch.where(best >= threshold, gt_labels[index], 0)
+
+
+def match_strictly_above(gt_boxes, gt_labels, priors, threshold):
+    return match(gt_boxes, gt_labels, priors, threshold + 1e-9)[0]
+
+
+from ssdlearn.boxes import cxcywh_to_xyxy  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("check", "wrong", "hint_words"),
+    [
+        (checks.encode_check, encode_without_variances, "Divide by the variances"),
+        (checks.encode_check, encode_corners, "convert the matched corners"),
+        (checks.match_check, match_by_threshold_only, "first get the default box it overlaps best"),
+        (checks.match_check, match_strictly_above, "(>=)"),
+    ],
+)
+def test_encode_and_match_mistakes(check, wrong, hint_words):
+    result = check(wrong)
+    assert not result.passed and hint_words in repr(result)

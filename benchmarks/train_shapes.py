@@ -1,0 +1,133 @@
+"""Train on shapes for a fixed wall time: ssdlearn's loop against torchvision's SSD class.
+
+    python benchmarks/train_shapes.py                 # 5 minutes each, CPU
+    python benchmarks/train_shapes.py --minutes 1 --skip-torchvision
+
+Both train the same tiny backbone (``ssdlearn.model.TinyFeatures``), with the same default
+boxes, on the same generated images in the same order, with the same optimizer, learning
+rate schedule and time budget; both are scored by ``ssdlearn.metrics.evaluate_coco`` on the
+same held-out images. The differences are the SSD machinery: ssdlearn's batched matching,
+encoding and MultiBox loss and its postprocessing against torchvision's per-image
+``SSDMatcher``, ``BoxCoder``, loss and ``postprocess_detections``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+import time
+from collections import OrderedDict
+
+import torch
+from torch import nn
+from torchvision.models.detection import SSD
+from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+from torchvision.models.detection.ssd import SSDHead
+
+from ssdlearn.metrics import evaluate_coco
+from ssdlearn.model import TinyFeatures, tiny_prior_config
+from ssdlearn.train import (
+    CONFIGS,
+    build_datasets,
+    build_optimizer,
+    learning_rate,
+    make_train_loader,
+    train,
+)
+
+
+class DictFeatures(nn.Module):
+    """torchvision's SSD wants its backbone to return an OrderedDict of feature maps."""
+
+    def __init__(self, features: nn.Module) -> None:
+        super().__init__()
+        self.features = features
+
+    def forward(self, x):
+        return OrderedDict((str(i), f) for i, f in enumerate(self.features(x)))
+
+
+def torchvision_ssd(config) -> SSD:
+    priors = tiny_prior_config(config.image_size)
+    size = config.image_size
+    scales = [s / size for s in priors.min_sizes] + [priors.max_sizes[-1] / size]
+    anchors = DefaultBoxGenerator([list(r) for r in priors.aspect_ratios], scales=scales,
+                                  steps=[size // f for f in priors.feature_maps], clip=False)
+    features = TinyFeatures()
+    head = SSDHead(features.channels, anchors.num_anchors_per_location(), config.num_classes)
+    return SSD(DictFeatures(features), anchors, (size, size), config.num_classes,
+               image_mean=[0.5] * 3, image_std=[0.5] * 3, head=head, score_thresh=0.01,
+               nms_thresh=0.45, detections_per_img=200, topk_candidates=400)
+
+
+def train_torchvision(config, minutes: float) -> dict:
+    torch.manual_seed(config.seed)
+    model = torchvision_ssd(config)
+    optimizer = build_optimizer(model, config)
+    train_set, val_set, _ = build_datasets(config)
+    batches = make_train_loader(train_set, config)
+    size = config.image_size
+    start, step = time.perf_counter(), 0
+    model.train()
+    while step < config.steps and time.perf_counter() - start < 60 * minutes:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        images, targets = next(batches)
+        real = targets["labels"] >= 0
+        tv_targets = [{"boxes": targets["boxes"][i][real[i]] * size,
+                       "labels": targets["labels"][i][real[i]]} for i in range(len(images))]
+        losses = model(list(images), tv_targets)
+        loss = losses["bbox_regression"] + losses["classification"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        step += 1
+    seconds = time.perf_counter() - start
+    model.eval()
+    predictions, targets = [], []
+    with torch.no_grad():
+        for index in range(len(val_set)):
+            image, target = val_set[index]
+            found = model([image])[0]
+            predictions.append({k: found[k] for k in ("boxes", "scores", "labels")})
+            targets.append({"boxes": target["boxes"] * size, "labels": target["labels"]})
+    metrics = evaluate_coco(predictions, targets)
+    return {"map": metrics["map"], "map_50": metrics["map_50"], "steps": step,
+            "seconds": round(seconds, 1),
+            "images_per_second": round(step * config.batch_size / seconds, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=5.0, help="training time for each")
+    parser.add_argument("--skip-torchvision", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = dataclasses.replace(CONFIGS["shapes"], max_minutes=args.minutes)
+    print(f"config: {json.dumps(dataclasses.asdict(config))}\n")
+    rows = {}
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        ours = train(config, out, progress=False)
+        ours["wall_seconds"] = round(time.perf_counter() - start, 1)
+        rows["ssdlearn"] = ours
+    if not args.skip_torchvision:
+        start = time.perf_counter()
+        theirs = train_torchvision(config, args.minutes)
+        theirs["wall_seconds"] = round(time.perf_counter() - start, 1)
+        rows["torchvision SSD"] = theirs
+    print(f"{'':<16} {'steps':>6} {'img/s':>6} {'mAP@.5:.95':>11} {'mAP@.5':>7} {'wall s':>7}")
+    for name, r in rows.items():
+        print(f"{name:<16} {r['steps']:>6} {r['images_per_second']:>6.1f} {r['map']:>11.3f} "
+              f"{r['map_50']:>7.3f} {r['wall_seconds']:>7.1f}")
+
+
+if __name__ == "__main__":
+    main()
