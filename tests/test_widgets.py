@@ -145,3 +145,23 @@ def test_augmentation_explorer_steps_through_samples_and_stages():
     assert f"{count} of {count} objects kept" in explorer.readout.value
     with pytest.raises(ValueError, match="'boxes' and 'labels'"):
         augmentation_explorer(image, {"boxes": target["boxes"]}, dataset.classes)
+
+
+# ---- lesson 03 ------------------------------------------------------------------------
+
+from ssdlearn.widgets import matching_explorer  # noqa: E402
+
+
+def test_matching_explorer_threshold_and_best_box_rule():
+    image = torch.rand(3, 300, 300)
+    target = {"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.5], [0.70, 0.70, 0.74, 0.76]]),
+              "labels": torch.tensor([1, 2])}
+    explorer = matching_explorer(image, target, ["bg", "big", "tiny"])
+    big, tiny = explorer.matches
+    assert big > 1 and tiny >= 1  # the tiny object keeps its best default box
+    assert "no default box" not in explorer.readout.value
+    explorer.controls["best_first"].value = False
+    assert explorer.matches[1] == 0  # by the threshold alone the tiny object is lost
+    assert "no default box for: tiny" in explorer.readout.value
+    explorer.controls["threshold"].value = 0.3
+    assert explorer.matches[0] > big  # a lower threshold matches more default boxes
