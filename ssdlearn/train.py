@@ -83,10 +83,13 @@ class TrainConfig:
     val_split: str = "test"  # voc: "2007:test"; coco: val2017
     train_images: int = 20000  # shapes only: images in the (generated) training set
     val_images: int = 200  # shapes only; VOC/COCO evaluate on the whole val split
+    shapes_min_scale: float = 0.06  # shapes only: smallest object side, fraction of the image
+    shapes_max_objects: int = 6  # shapes only
     backbone_weights: str | None = None  # e.g. "IMAGENET1K_V1" (a download)
     augment: bool = True
     batch_size: int = 32
     steps: int = 120_000
+    optimizer: str = "sgd"  # sgd (the paper's) | adamw
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -128,7 +131,7 @@ CONFIGS: dict[str, TrainConfig] = {
         name="shapes", model="ssd_tiny", dataset="shapes", image_size=128, num_classes=6,
         train_images=50_000, val_images=200, batch_size=32, steps=2_500, lr=0.02,
         warmup_steps=100, lr_milestones=(1_900, 2_300), weight_decay=5e-4, grad_clip=10.0,
-        workers=1, log_every=25, eval_every=1_000, checkpoint_every=500, max_minutes=5.0,
+        workers=0, log_every=25, eval_every=1_000, checkpoint_every=500, max_minutes=4.5,
     ),
     "voc_ssd300": _preset(
         name="voc_ssd300", model="ssd300_vgg16", dataset="voc", image_size=300, num_classes=21,
@@ -200,9 +203,12 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset, tuple[str, ..
     """(train set without its augmentation, validation set, class names)."""
     eval_transform = ssd_eval_transform(config.image_size)
     if config.dataset == "shapes":
-        train = ShapesDataset(config.train_images, config.image_size, seed=config.seed)
+        options = {"min_scale": config.shapes_min_scale,
+                   "max_objects": config.shapes_max_objects}
+        train = ShapesDataset(config.train_images, config.image_size, seed=config.seed, **options)
         # A different seed: held-out images the model never trains on.
-        val = ShapesDataset(config.val_images, config.image_size, seed=config.seed + 10_000)
+        val = ShapesDataset(config.val_images, config.image_size, seed=config.seed + 10_000,
+                            **options)
         return train, val, ShapesDataset.classes
     if config.dataset == "voc":
         from .data import VOC_CLASSES
@@ -322,7 +328,7 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum; no weight decay on biases, norms and the L2Norm scales."""
+    """SGD with momentum (or AdamW); no weight decay on biases, norms and L2Norm scales."""
     decay, no_decay = [], []
     for parameter in model.parameters():
         if not parameter.requires_grad:
@@ -330,7 +336,11 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
         (no_decay if parameter.ndim <= 1 else decay).append(parameter)
     groups = [{"params": decay, "weight_decay": config.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}")
 
 
 def _autocast_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:

@@ -235,3 +235,35 @@ from ssdlearn.boxes import cxcywh_to_xyxy  # noqa: E402
 def test_encode_and_match_mistakes(check, wrong, hint_words):
     result = check(wrong)
     assert not result.passed and hint_words in repr(result)
+
+
+# ---- lesson 05 ------------------------------------------------------------------------
+
+from ssdlearn.loss import hard_negative_mask  # noqa: E402
+
+
+def test_hard_negatives_reference_passes():
+    assert checks.hard_negatives_check(hard_negative_mask).passed
+
+
+def mining_over_the_whole_batch(conf_loss, labels, ratio):
+    negative = labels == 0
+    keep = int(min(ratio * int((labels > 0).sum()), int(negative.sum())))
+    order = torch.where(negative, conf_loss, -1.0).flatten().argsort(descending=True)
+    mask = torch.zeros(labels.numel(), dtype=torch.bool)
+    mask[order[:keep]] = True
+    return mask.view_as(labels)
+
+
+def mining_without_the_ratio(conf_loss, labels, ratio):
+    return labels == 0
+
+
+@pytest.mark.parametrize(
+    ("wrong", "hint_words"),
+    [(mining_over_the_whole_batch, "Mine per image"),
+     (mining_without_the_ratio, "Work this case out")],
+)
+def test_hard_negatives_mistakes(wrong, hint_words):
+    result = checks.hard_negatives_check(wrong)
+    assert not result.passed and hint_words in repr(result)
