@@ -1,6 +1,8 @@
 """Command line: ``python -m ssdlearn COMMAND ...``.
 
     python -m ssdlearn train --config shapes --out runs/shapes
+    python -m ssdlearn evaluate --checkpoint runs/shapes/last.pt
+    python -m ssdlearn detect --checkpoint runs/shapes/last.pt image.jpg --out detections/
     python -m ssdlearn data voc2007 --root data/     download and extract a dataset
 """
 
@@ -10,7 +12,10 @@ import sys
 
 COMMANDS = {
     "train": ("ssdlearn.train", "train an SSD (default: the tiny model on shapes, no download)"),
+    "evaluate": ("ssdlearn.cli:evaluate_main", "mAP of a checkpoint, per class and overall"),
+    "detect": ("ssdlearn.cli:detect_main", "draw and save the detections of a checkpoint"),
     "data": ("ssdlearn.data.download", "download and extract VOC or COCO"),
+    "student": ("ssdlearn.student", "write student versions of the lessons (solutions removed)"),
 }
 
 
@@ -25,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from importlib import import_module
 
-    module, _ = COMMANDS[argv[0]]
-    return import_module(module).main(argv[1:])
+    target, _ = COMMANDS[argv[0]]
+    module, _, function = target.partition(":")
+    return getattr(import_module(module), function or "main")(argv[1:])
 
 
 if __name__ == "__main__":

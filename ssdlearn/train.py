@@ -53,9 +53,12 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "config_from_checkpoint",
+    "load_model",
+    "export_weights",
     "NonFiniteLossError",
     "learning_rate",
     "build_optimizer",
+    "autocast_dtype",
     "make_train_loader",
     "train_step",
     "evaluate",
@@ -127,11 +130,14 @@ def _preset(**changes) -> TrainConfig:
 
 # The paper's VOC recipe: lr 1e-3, 120k iterations at batch 32, steps at 80k and 100k.
 CONFIGS: dict[str, TrainConfig] = {
+    # Sized for 2 CPU cores and 5 minutes: no geometric augmentation (the generated images
+    # never repeat, so there is nothing to overfit), AdamW, objects from 0.1 of the image.
     "shapes": _preset(
         name="shapes", model="ssd_tiny", dataset="shapes", image_size=128, num_classes=6,
-        train_images=50_000, val_images=200, batch_size=32, steps=2_500, lr=0.02,
-        warmup_steps=100, lr_milestones=(1_900, 2_300), weight_decay=5e-4, grad_clip=10.0,
-        workers=0, log_every=25, eval_every=1_000, checkpoint_every=500, max_minutes=4.5,
+        train_images=50_000, val_images=200, shapes_min_scale=0.1, augment=False,
+        batch_size=32, steps=750, optimizer="adamw", lr=2e-3, weight_decay=1e-4,
+        warmup_steps=50, lr_milestones=(600, 700), grad_clip=10.0, workers=0, log_every=25,
+        eval_every=250, checkpoint_every=250, max_minutes=4.5,
     ),
     "voc_ssd300": _preset(
         name="voc_ssd300", model="ssd300_vgg16", dataset="voc", image_size=300, num_classes=21,
@@ -343,7 +349,9 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}")
 
 
-def _autocast_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+def autocast_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """The mixed-precision dtype for ``device``: bf16 on GPUs that have it, else fp16 (which
+    needs a grad scaler); None (float32) on the CPU and MPS or when AMP is off."""
     if not enabled or device.type != "cuda":
         return None  # CPU and MPS train in float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -419,6 +427,32 @@ def config_from_checkpoint(checkpoint: dict) -> TrainConfig:
     return TrainConfig(**checkpoint["config"])
 
 
+def load_model(path: str | Path,
+               device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
+    """The trained network of a checkpoint, in eval mode, and the config it was trained with.
+
+    Works on full training checkpoints and on :func:`export_weights` files. The backbone is
+    never downloaded again: the checkpoint holds every weight.
+    """
+    checkpoint = load_checkpoint(path, map_location=device)
+    config = config_from_checkpoint(checkpoint)
+    model = build_model(dataclasses.replace(config, backbone_weights=None))
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (KeyError, RuntimeError) as error:
+        raise ValueError(f"{path} does not hold weights for {config.model} with "
+                         f"{config.num_classes} classes: {error}") from error
+    return model.to(device).eval(), config
+
+
+def export_weights(checkpoint_path: str | Path, out: str | Path) -> None:
+    """Keep only what inference needs (weights, config, step): half the size of a
+    training checkpoint, which also holds the optimizer's momentum."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    save_checkpoint(out, model=checkpoint["model"], config=checkpoint["config"],
+                    step=checkpoint["step"])
+
+
 # ---------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------
@@ -431,7 +465,8 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 32, workers: 
     """Detect on every image of ``dataset`` and score with COCO's and VOC's metrics.
 
     Returns a dict with ``map`` (AP@[.5:.95]), ``map_50``, ``map_75``, ``map_small/medium/
-    large`` (COCO rules, 101 points) and ``voc07_map`` (VOC2007 11-point AP at IoU 0.5).
+    large`` (COCO rules, 101 points), ``voc07_map`` (VOC2007 11-point AP at IoU 0.5), and
+    per class ``ap_per_class`` (COCO AP@[.5:.95]) and ``voc07_ap_per_class``.
     """
     device = device or next(model.parameters()).device
     was_training = model.training
@@ -460,7 +495,9 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 32, workers: 
     voc = evaluate_voc(predictions, [{k: v for k, v in t.items() if k != "iscrowd"}
                                      for t in targets])
     return {**{k: float(v) for k, v in coco.items() if isinstance(v, (int, float))},
-            "voc07_map": float(voc["map"])}
+            "voc07_map": float(voc["map"]),
+            "ap_per_class": {int(k): float(v) for k, v in coco["ap_per_class"].items()},
+            "voc07_ap_per_class": {int(k): float(v) for k, v in voc["ap_per_class"].items()}}
 
 
 # ---------------------------------------------------------------------------------------
@@ -517,7 +554,7 @@ def train(config: TrainConfig, out: str | Path, resume: str | Path | None = None
     if config.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config)
-    amp_dtype = _autocast_dtype(device, config.amp)
+    amp_dtype = autocast_dtype(device, config.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     step = 0
     if checkpoint is not None:
@@ -609,7 +646,7 @@ def train(config: TrainConfig, out: str | Path, resume: str | Path | None = None
                                  or out_of_time):
                 metrics = evaluate(model, val_set, config.batch_size, device=device)
                 if bar is not None:
-                    bar.write(f"step {step}: mAP {metrics['map']:.3f}, "
+                    bar.write(f"step {step}: mAP@[.5:.95] {metrics['map']:.3f}, "
                               f"mAP@0.5 {metrics['map_50']:.3f}")
             if out_of_time:
                 break

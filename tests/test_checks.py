@@ -267,3 +267,31 @@ def mining_without_the_ratio(conf_loss, labels, ratio):
 def test_hard_negatives_mistakes(wrong, hint_words):
     result = checks.hard_negatives_check(wrong)
     assert not result.passed and hint_words in repr(result)
+
+
+# ---- lesson 08 ------------------------------------------------------------------------
+
+from ssdlearn.metrics import voc_ap  # noqa: E402
+
+
+def test_voc07_ap_reference_passes():
+    assert checks.voc07_ap_check(voc_ap).passed
+
+
+def ap_first_reached(recall, precision):
+    values = []
+    for k in range(11):
+        reached = (recall >= k / 10).nonzero()
+        values.append(float(precision[reached[0, 0]]) if len(reached) else 0.0)
+    return sum(values) / 11
+
+
+@pytest.mark.parametrize(
+    ("wrong", "hint_words"),
+    [(ap_first_reached, "Interpolate"),
+     (lambda r, p: voc_ap(r, p, use_07_metric=False), "VOC2010's area"),
+     (lambda r, p: float(p.mean()) if len(p) else 0.0, "Work this case out")],
+)
+def test_voc07_ap_mistakes(wrong, hint_words):
+    result = checks.voc07_ap_check(wrong)
+    assert not result.passed and hint_words in repr(result)

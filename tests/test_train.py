@@ -200,3 +200,20 @@ def test_ddp_two_processes_match_one_process_gradients(tmp_path):
     ddp_grads = torch.load(path, weights_only=True)
     for name, parameter in model.named_parameters():
         torch.testing.assert_close(ddp_grads[name], parameter.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_export_and_load_model(tmp_path):
+    from ssdlearn.train import export_weights, load_model
+
+    train(dataclasses.replace(SMALL, steps=2), tmp_path, progress=False)
+    export_weights(tmp_path / "last.pt", tmp_path / "model.pt")
+    assert (tmp_path / "model.pt").stat().st_size < (tmp_path / "last.pt").stat().st_size
+    model, config = load_model(tmp_path / "model.pt")
+    assert not model.training and config.image_size == 64
+    trained = load_checkpoint(tmp_path / "last.pt")["model"]
+    assert state_equal(model.state_dict(), trained)
+    wrong = load_checkpoint(tmp_path / "model.pt")
+    wrong["config"]["num_classes"] = 9
+    save_checkpoint(tmp_path / "wrong.pt", **wrong)
+    with pytest.raises(ValueError, match="does not hold weights for ssd_tiny with 9 classes"):
+        load_model(tmp_path / "wrong.pt")

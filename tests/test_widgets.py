@@ -165,3 +165,25 @@ def test_matching_explorer_threshold_and_best_box_rule():
     assert "no default box for: tiny" in explorer.readout.value
     explorer.controls["threshold"].value = 0.3
     assert explorer.matches[0] > big  # a lower threshold matches more default boxes
+
+
+# ---- lesson 08 ------------------------------------------------------------------------
+
+from ssdlearn.widgets import nms_explorer  # noqa: E402
+
+
+def test_nms_explorer_counts_follow_the_threshold():
+    # Three overlapping boxes of class 1 and one far-away box of class 2.
+    boxes = torch.tensor([[0.1, 0.1, 0.5, 0.5], [0.12, 0.1, 0.52, 0.5], [0.3, 0.3, 0.7, 0.7],
+                          [0.8, 0.8, 0.9, 0.9]])
+    scores = torch.tensor([[0.1, 0.9, 0.0], [0.2, 0.8, 0.0], [0.3, 0.7, 0.0], [0.4, 0.0, 0.6]])
+    explorer = nms_explorer(torch.rand(3, 64, 64), boxes, scores, ["bg", "a", "b"])
+    assert explorer.kept == 3  # box 1 is suppressed by box 0 (IoU 0.9 > 0.45)
+    explorer.controls["iou_threshold"].value = 0.1
+    assert explorer.kept == 2  # box 2 (IoU 0.14 with box 0) goes too
+    explorer.controls["iou_threshold"].value = 0.95
+    assert explorer.kept == 4
+    explorer.controls["min_score"].value = 0.75
+    assert explorer.kept == 2 and "2 remain after NMS" in explorer.readout.value
+    with pytest.raises(ValueError, match=r"boxes must be \[P, 4\]"):
+        nms_explorer(torch.rand(3, 8, 8), boxes[:, :2], scores, ["bg", "a", "b"])
