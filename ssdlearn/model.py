@@ -387,11 +387,12 @@ def ssd_resnet(depth: int = 50, num_classes: int = 81,
 
 
 def tiny_prior_config(image_size: int = 128) -> PriorConfig:
-    """Default boxes for :func:`ssd_tiny`: maps at strides 8, 16, 32, 64 and the 1x1 map,
+    """Default boxes for :func:`ssd_tiny`: maps at strides 8, 16, 32, 64 and a 1x1 map,
     scales from eq. 4 between 0.1 and 0.9, ratios 2 and 3 on the middle maps."""
-    if image_size % 64 != 0 or image_size < 64:
-        raise ValueError(f"image_size must be a multiple of 64 (64, 128, ...), got {image_size}")
-    maps = [image_size // 8, image_size // 16, image_size // 32, image_size // 64, 1]
+    if image_size % 32 != 0 or image_size < 64:
+        raise ValueError(f"image_size must be a multiple of 32, at least 64, got {image_size}")
+    # Each stride-2 convolution (padding 1) rounds up: 96 -> 12, 6, 3, 2, then 1.
+    maps = [image_size // 8, image_size // 16, image_size // 32, -(-image_size // 64), 1]
     scales = paper_scales(len(maps) + 1, 0.1, 1.0)
     ratios = [(2,), (2, 3), (2, 3), (2,), (2,)]
     return PriorConfig.from_scales(image_size, maps, scales, ratios, name=f"tiny{image_size}")

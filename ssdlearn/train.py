@@ -130,14 +130,16 @@ def _preset(**changes) -> TrainConfig:
 
 # The paper's VOC recipe: lr 1e-3, 120k iterations at batch 32, steps at 80k and 100k.
 CONFIGS: dict[str, TrainConfig] = {
-    # Sized for 2 CPU cores and 5 minutes: no geometric augmentation (the generated images
-    # never repeat, so there is nothing to overfit), AdamW, objects from 0.1 of the image.
+    # Sized for 2 CPU cores and 5 minutes (about 3.5 steps a second at 96x96): no geometric
+    # augmentation (generated images never repeat, so there is nothing to overfit), AdamW,
+    # objects from 0.1 of the image side. No worker processes: on 2 cores a data worker
+    # competes with the two compute threads and slows every step down.
     "shapes": _preset(
-        name="shapes", model="ssd_tiny", dataset="shapes", image_size=128, num_classes=6,
+        name="shapes", model="ssd_tiny", dataset="shapes", image_size=96, num_classes=6,
         train_images=50_000, val_images=200, shapes_min_scale=0.1, augment=False,
-        batch_size=32, steps=750, optimizer="adamw", lr=2e-3, weight_decay=1e-4,
-        warmup_steps=50, lr_milestones=(600, 700), grad_clip=10.0, workers=0, log_every=25,
-        eval_every=250, checkpoint_every=250, max_minutes=4.5,
+        batch_size=32, steps=900, optimizer="adamw", lr=2e-3, weight_decay=1e-4,
+        warmup_steps=50, lr_milestones=(700, 830), grad_clip=10.0, workers=0, log_every=25,
+        eval_every=900, checkpoint_every=300, max_minutes=4.5,
     ),
     "voc_ssd300": _preset(
         name="voc_ssd300", model="ssd300_vgg16", dataset="voc", image_size=300, num_classes=21,
