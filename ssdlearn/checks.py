@@ -30,7 +30,7 @@ from .metrics import voc_ap
 __all__ = [
     "Case", "Mistake", "CheckResult", "run_check",
     "iou", "cell_box_sizes", "encode_check", "match_check", "flatten_predictions",
-    "crop_boxes_check", "hard_negatives_check", "voc07_ap_check",
+    "crop_boxes_check", "hard_negatives_check", "lr_schedule_check", "voc07_ap_check",
 ]
 
 
@@ -586,3 +586,51 @@ def voc07_ap_check(fn: Callable[[Tensor, Tensor], float]) -> CheckResult:
                      [Case(d, (r, p), torch.tensor(voc_ap(r, p))) for d, r, p in cases],
                      [Mistake(lambda r, p, m=m: torch.tensor(float(m.wrong(r, p))), m.hint)
                       for m in _AP_MISTAKES])
+
+
+# ---------------------------------------------------------------------------------------
+# Lesson 07: the learning-rate schedule
+# ---------------------------------------------------------------------------------------
+
+
+def _schedule(step: int, lr: float, warmup_steps: int, milestones: Sequence[int], gamma: float,
+              decay_during_warmup: bool = False, after_milestone: bool = False,
+              warmup_from_zero: bool = False) -> float:
+    if step < warmup_steps:
+        ramp = step / warmup_steps if warmup_from_zero else (step + 1) / warmup_steps
+        base = lr * ramp
+        if not decay_during_warmup:
+            return base
+    else:
+        base = lr
+    passed = sum((step > m) if after_milestone else (step >= m) for m in milestones)
+    return base * gamma**passed
+
+
+_SCHEDULE_MISTAKES = [
+    Mistake(partial(_schedule, warmup_from_zero=True),
+            "Warmup starts at lr / warmup_steps on step 0, not at 0: a step with learning "
+            "rate 0 is wasted."),
+    Mistake(partial(_schedule, after_milestone=True),
+            "The decay takes effect at the milestone step itself (step >= milestone)."),
+]  # fmt: skip
+
+
+def lr_schedule_check(fn: Callable[[int, float, int, Sequence[int], float], float]
+                      ) -> CheckResult:
+    """Check ``fn(step, lr, warmup_steps, milestones, gamma) -> float``: linear warmup to
+    ``lr``, then multiplied by ``gamma`` at each milestone."""
+    settings = [("the paper's VOC schedule", 1e-3, 500, (80_000, 100_000), 0.1),
+                ("a short run with two decays", 0.02, 10, (30, 45), 0.5),
+                ("no warmup", 0.1, 0, (5,), 0.1)]
+    cases = []
+    for description, lr, warmup, milestones, gamma in settings:
+        steps = sorted({0, 1, max(warmup - 1, 0), warmup, *milestones,
+                        *(m - 1 for m in milestones), milestones[-1] + 7})
+        for step in steps:
+            args = (step, lr, warmup, milestones, gamma)
+            cases.append(Case(f"{description}, step {step}", args,
+                              torch.tensor(_schedule(*args), dtype=torch.float64)))
+    return run_check("Learning rate", lambda *a: torch.tensor(float(fn(*a))), cases,
+                     [Mistake(lambda *a, m=m: torch.tensor(float(m.wrong(*a))), m.hint)
+                      for m in _SCHEDULE_MISTAKES], atol=1e-12)

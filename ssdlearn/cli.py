@@ -100,7 +100,7 @@ def detect_main(argv: Sequence[str] | None = None) -> int:
         resized, _ = resize(image, {"boxes": torch.zeros(0, 4)}, model.image_size)
         with torch.no_grad():
             loc, conf = model(resized[None].to(device))
-        found = detect(loc, conf, model.priors)[0]
+        found = detect(loc, conf, model.priors, clip=True)[0]  # boxes inside the image
         keep = found["scores"] > args.score_threshold
         boxes = to_pixels(found["boxes"][keep].cpu(), (height, width))
         records = [{"box_xyxy": [round(v, 1) for v in box], "score": round(score, 4),

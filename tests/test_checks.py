@@ -295,3 +295,33 @@ def ap_first_reached(recall, precision):
 def test_voc07_ap_mistakes(wrong, hint_words):
     result = checks.voc07_ap_check(wrong)
     assert not result.passed and hint_words in repr(result)
+
+
+# ---- lesson 07 ------------------------------------------------------------------------
+
+import dataclasses  # noqa: E402
+
+from ssdlearn.train import TrainConfig, learning_rate  # noqa: E402
+
+
+def train_schedule(step, lr, warmup, milestones, gamma):
+    config = dataclasses.replace(TrainConfig(), lr=lr, warmup_steps=warmup,
+                                 lr_milestones=tuple(milestones), lr_gamma=gamma)
+    return learning_rate(step, config)
+
+
+def test_lr_schedule_check_agrees_with_the_trainer():
+    assert checks.lr_schedule_check(train_schedule).passed
+
+
+@pytest.mark.parametrize(
+    ("wrong", "hint_words"),
+    [(lambda s, lr, w, m, g: lr * (s / w if s < w else 1) * g ** sum(s >= x for x in m),
+      "Warmup starts at lr / warmup_steps"),
+     (lambda s, lr, w, m, g: lr * ((s + 1) / w if s < w else 1) * g ** sum(s > x for x in m),
+      "at the milestone step itself"),
+     (lambda s, lr, w, m, g: lr, "Work this case out")],
+)
+def test_lr_schedule_mistakes(wrong, hint_words):
+    result = checks.lr_schedule_check(wrong)
+    assert not result.passed and hint_words in repr(result)

@@ -133,7 +133,8 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="multiple of 32"):
         tiny_prior_config(100)
     assert tiny_prior_config(96).feature_maps == [12, 6, 3, 2, 1]
-    assert ssd_tiny(num_classes=3, image_size=160).priors.shape[0] == tiny_prior_config(160).num_priors
+    priors = ssd_tiny(num_classes=3, image_size=160).priors
+    assert priors.shape[0] == tiny_prior_config(160).num_priors
     model = ssd_tiny(num_classes=3, image_size=64)
     with pytest.raises(ValueError, match="images must be 64x64"):
         model(torch.zeros(1, 3, 128, 128))
