@@ -22,9 +22,8 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-from torchvision.models.detection import SSD
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
-from torchvision.models.detection.ssd import SSDHead
+from torchvision.models.detection.ssd import SSD, SSDHead
 
 from ssdlearn.metrics import evaluate_coco
 from ssdlearn.model import TinyFeatures, tiny_prior_config

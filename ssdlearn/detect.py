@@ -119,6 +119,39 @@ def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: fl
     return torchvision.ops.batched_nms(boxes, scores.to(boxes.dtype), labels, iou_threshold)
 
 
+# torchvision's CPU NMS kernel compares every kept box with every later box of the call, so
+# one call over a batch's ~100k candidates is quadratic; and its batched_nms, for more than
+# 4000 boxes, loops over the groups scanning all candidates each time. Whole groups packed
+# into calls of about this many boxes avoid both.
+_CPU_NMS_CHUNK = 3000
+
+
+def _grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
+    """Class-aware NMS over many groups: ``torchvision.ops.batched_nms`` in one call on a
+    GPU; on the CPU, one call per chunk of whole groups (a loop over about N / 3000 chunks,
+    not over classes or images). Returns kept indices, best score first."""
+    if boxes.device.type != "cpu" or len(boxes) <= _CPU_NMS_CHUNK:
+        return torchvision.ops.batched_nms(boxes, scores, groups, iou_threshold)
+    order = groups.argsort(stable=True)  # each group's boxes together
+    sorted_groups = groups[order]
+    first_of_group = torch.ones_like(sorted_groups, dtype=torch.bool)
+    first_of_group[1:] = sorted_groups[1:] != sorted_groups[:-1]
+    # Groups are packed by where they start: those starting in the same stretch of
+    # _CPU_NMS_CHUNK boxes share a call (so a call can run over by its last group).
+    group_start = torch.arange(len(order))[first_of_group]
+    chunk = group_start // _CPU_NMS_CHUNK
+    new_chunk = torch.ones_like(chunk, dtype=torch.bool)
+    new_chunk[1:] = chunk[1:] != chunk[:-1]
+    bounds = [*group_start[new_chunk].tolist(), len(order)]
+    kept = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        index = order[start:end]
+        kept.append(index[torchvision.ops.batched_nms(boxes[index], scores[index],
+                                                      groups[index], iou_threshold)])
+    kept = torch.cat(kept)
+    return kept[scores[kept].argsort(descending=True, stable=True)]
+
+
 def _top_k_per_group(groups: Tensor, scores: Tensor, k: int, num_groups: int) -> Tensor:
     """The (at most) ``k`` best-scoring entries of each group, without a loop over groups.
 
@@ -220,7 +253,7 @@ def detect(
                                  batch * (num_classes - 1))  # fmt: skip
         image, prior, cls, groups = image[first], prior[first], cls[first], groups[first]
     cand_boxes, cand_scores = boxes[image, prior], scores[image, prior, cls]
-    kept = torchvision.ops.batched_nms(cand_boxes, cand_scores, groups, nms_threshold)
+    kept = _grouped_nms(cand_boxes, cand_scores, groups, nms_threshold)
     # The top_k best per image, image by image (the split below needs that order).
     kept = kept[_top_k_per_group(image[kept], cand_scores[kept], top_k, batch)]
     counts = torch.bincount(image[kept], minlength=batch).tolist()

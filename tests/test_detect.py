@@ -348,3 +348,20 @@ def test_detect_on_cuda_equals_cpu():
         torch.testing.assert_close(a["scores"], b["scores"].cpu())
         torch.testing.assert_close(a["labels"], b["labels"].cpu())
         torch.testing.assert_close(a["boxes"], b["boxes"].cpu())
+
+
+def test_detect_with_many_candidates_equals_loop_reference():
+    # Enough candidates that the CPU path packs the (image, class) groups into several
+    # NMS calls; the result must not depend on that.
+    priors = default_boxes(SSD300_VOC)
+    generator = torch.Generator().manual_seed(8)
+    loc, conf = random_outputs(1, len(priors), 21, generator, background=3.0)
+    candidates = int((conf.softmax(-1)[..., 1:] > 0.01).sum())
+    assert candidates > 2 * 3000
+    out = detect(loc, conf, priors, top_k=200)
+    expected = reference_detect(loc, conf, priors, 0.01, 0.45, 200)
+    for got, want in zip(out, expected):
+        assert len(got["scores"]) == len(want["scores"]) == 200
+        torch.testing.assert_close(got["scores"], want["scores"])
+        torch.testing.assert_close(got["labels"], want["labels"])
+        torch.testing.assert_close(got["boxes"], want["boxes"])
