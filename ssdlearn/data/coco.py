@@ -20,10 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
-from torch.utils.data import Dataset
 
-from .voc import read_rgb
+from .files import AnnotatedImages
 
 __all__ = ["COCODataset"]
 
@@ -63,7 +61,7 @@ def _columns(entries: list, keys: Sequence[str], path: Path, section: str) -> li
         raise
 
 
-class COCODataset(Dataset):
+class COCODataset(AnnotatedImages):
     """COCO detection, one sample per image (images without annotations included).
 
     Args:
@@ -187,17 +185,6 @@ class COCODataset(Dataset):
             "size": self.sizes[index].clone(),
         }
 
-    def __getitem__(self, index: int) -> tuple[Tensor, dict]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} images")
-        index %= len(self)
-        target = self.load_target(index)
-        image = read_rgb(self.image_path(index))
-        if list(image.shape[1:]) != target["size"].tolist():
-            raise ValueError(
-                f"{self.image_path(index)} is {image.shape[2]}x{image.shape[1]} (width x height) "
-                f"but {self.annotation_file} says {target['size'][1]}x{target['size'][0]}"
-            )
-        if self.transform is not None:
-            image, target = self.transform(image, target)
-        return image, target
+    def annotation_path(self, index: int) -> Path:
+        """Where image ``index``'s annotation is: the one instances JSON."""
+        return self.annotation_file

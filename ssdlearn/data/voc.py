@@ -23,11 +23,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
-from torch import Tensor
-from torch.utils.data import Dataset
+
+from .files import AnnotatedImages
 
 __all__ = ["VOC_CLASSES", "VOCDataset", "parse_voc_xml"]
 
@@ -39,13 +37,6 @@ VOC_CLASSES = (
     "diningtable", "dog", "horse", "motorbike", "person",
     "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )  # fmt: skip
-
-
-def read_rgb(path: str | Path) -> Tensor:
-    """An image file as a float ``Tensor[3, H, W]`` in [0, 1], RGB (grey and CMYK converted)."""
-    with Image.open(path) as image:
-        array = np.array(image.convert("RGB"))  # [H, W, 3] uint8, a writable copy
-    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255)
 
 
 def _text(element: ET.Element, tag: str, path: Path, default: str | None = None) -> str:
@@ -144,7 +135,7 @@ def _find_year_dir(root: Path, year: str) -> Path:
     )
 
 
-class VOCDataset(Dataset):
+class VOCDataset(AnnotatedImages):
     """PASCAL VOC detection, one sample per image of an image set.
 
     Args:
@@ -212,19 +203,3 @@ class VOCDataset(Dataset):
         annotation["image_id"] = self.ids[index]
         annotation["size"] = torch.tensor([height, width], dtype=torch.int64)
         return annotation
-
-    def __getitem__(self, index: int) -> tuple[Tensor, dict]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} images")
-        index %= len(self)
-        target = self.load_target(index)
-        image = read_rgb(self.image_path(index))
-        if list(image.shape[1:]) != target["size"].tolist():
-            raise ValueError(
-                f"{self.image_path(index)} is {image.shape[2]}x{image.shape[1]} (width x height) "
-                f"but {self.annotation_path(index)} says "
-                f"{target['size'][1]}x{target['size'][0]}"
-            )
-        if self.transform is not None:
-            image, target = self.transform(image, target)
-        return image, target
