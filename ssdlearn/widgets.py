@@ -205,7 +205,7 @@ class DefaultBoxExplorer(Explorer):
     """The default boxes of one cell of one SSD300 feature map, over eq. 4's scales.
 
     Controls: ``s_min``, ``s_max`` (FloatSliders), ``ratio_2``, ``ratio_3`` (Checkboxes),
-    ``feature_map`` (Dropdown of map indices), ``row``, ``col`` (IntSliders, the cell),
+    ``feature_map`` (ToggleButtons of map indices), ``row``, ``col`` (IntSliders, the cell),
     ``picture`` ("photo" or "shapes"). ``config`` is the PriorConfig drawn now,
     ``cell_boxes`` the cell's boxes (cxcywh), ``num_boxes`` the total.
     """
@@ -222,15 +222,21 @@ class DefaultBoxExplorer(Explorer):
             "s_max": _slider(widgets.FloatSlider, "s_max", 0.9, 0.5, 1.0, step=0.01),
             "ratio_2": widgets.Checkbox(value=True, description="ratios 2 and 1/2"),
             "ratio_3": widgets.Checkbox(value=True, description="ratios 3 and 1/3"),
-            "feature_map": widgets.Dropdown(options=options, value=feature_map, description="map",
-                                            layout=widgets.Layout(width="220px")),
+            # ToggleButtons, not a Dropdown: in JupyterLab a focused, closed Dropdown loses its
+            # arrow keys to the notebook (they move to the next cell instead).
+            "feature_map": widgets.ToggleButtons(
+                options=[(f"{f}x{f}", k) for k, f in enumerate(maps)], value=feature_map,
+                description="map", tooltips=[label for label, _ in options],
+                style={"button_width": "64px", "description_width": "60px"},
+                layout=widgets.Layout(width="auto"),
+            ),
             "row": _slider(widgets.IntSlider, "cell row", min(row, side - 1), 0, side - 1),
             "col": _slider(widgets.IntSlider, "cell col", min(col, side - 1), 0, side - 1),
             "picture": widgets.ToggleButtons(options=["photo", "shapes"], value=picture),
         }  # fmt: skip
         c = controls
         rows = [[c["s_min"], c["s_max"], c["ratio_2"], c["ratio_3"]],
-                [c["feature_map"], c["row"], c["col"], c["picture"]]]
+                [c["feature_map"], c["picture"]], [c["row"], c["col"]]]
         super().__init__(rows, controls, image_width="400px")
 
     def _on_change(self, change: dict) -> None:

@@ -93,6 +93,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for stale in ARTIFACTS.glob("*.png"):  # screenshots of an earlier run
+        stale.unlink()
     return ARTIFACTS
 
 
@@ -200,9 +202,11 @@ def jupyterlab(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Ite
     command = [
         sys.executable, "-m", "jupyter", "lab", "--no-browser",
         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root
+        command.append("--ServerApp.allow_root=True")
     log_path = artifacts / "jupyterlab.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=root, env=env, stdout=log,
@@ -219,7 +223,8 @@ def jupyterlab(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Ite
                 break
             except (OSError, urllib.error.URLError):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"JupyterLab did not answer in {SERVER_START_S} s") from None
+                    message = f"JupyterLab did not answer in {SERVER_START_S} s"
+                    raise RuntimeError(message) from None
                 time.sleep(0.5)
     except RuntimeError as error:
         _stop(process, None)

@@ -9,6 +9,7 @@ See conftest.py for when these tests run.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -25,10 +26,23 @@ def run_all_cells(page, lab, notebook: str) -> None:
     page.goto(lab.lab_url(notebook))
     panel = page.locator(".jp-NotebookPanel", has=page.locator(".jp-Notebook"))
     expect(panel).to_be_visible(timeout=90_000)
-    indicator = panel.locator(".jp-Notebook-ExecutionIndicator")
-    expect(indicator).to_have_attribute("data-status", "idle", timeout=90_000)
+    # Run All before the kernel is up would open JupyterLab's "Select Kernel" dialog.
+    deadline = time.monotonic() + 90
+    while not any(session["path"].endswith(notebook) and session["kernel"]
+                  and session["kernel"]["execution_state"] == "idle"
+                  for session in lab.api("sessions")):
+        assert time.monotonic() < deadline, f"no idle kernel for {notebook} after 90 s"
+        time.sleep(0.5)
+    kernel_status = page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"\| Idle$"))
+    expect(kernel_status).to_have_count(1, timeout=30_000)
+    no_dialog(page)
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
+
+def no_dialog(page) -> None:
+    dialogs = page.locator(".jp-Dialog")
+    assert dialogs.count() == 0, "unexpected JupyterLab dialog: " + dialogs.first.inner_text()
 
 
 def wait_until_run(page, timeout_s: float = RUN_ALL_S) -> None:
@@ -52,9 +66,15 @@ def explorer_with(page, readout_text: str):
     """The explorer (a VBox) whose readout contains ``readout_text``, its readout and image."""
     from playwright.sync_api import expect
 
+    page.wait_for_function(  # the explorer's readout, or a dialog (an error) blocking the run
+        """text => [...document.querySelectorAll('.widget-html')].some(
+                       el => el.textContent.includes(text))
+                   || document.querySelector('.jp-Dialog') !== null""",
+        arg=readout_text, timeout=RUN_ALL_S * 1000,
+    )
+    no_dialog(page)
     readout = page.locator(".widget-html", has_text=readout_text)
-    expect(readout, f"no explorer readout with {readout_text!r}: did the widget render?"
-           ).to_have_count(1, timeout=RUN_ALL_S * 1000)
+    expect(readout).to_have_count(1)
     explorer = page.locator(".widget-vbox", has=readout).last
     image = explorer.locator("img.widget-image")
     expect(image).to_have_count(1)
@@ -97,16 +117,44 @@ def test_default_box_explorer_in_jupyterlab(page, jupyterlab, artifacts: Path):
     explorer.screenshot(path=str(artifacts / "02_default_boxes_ratio3_off.png"))
     src, picture = image.get_attribute("src"), new_picture
 
-    # The feature-map dropdown, with the keyboard: one map down, 10x10 -> 5x5.
-    feature_map = explorer.get_by_role("combobox", name="map")
-    feature_map.focus()
-    page.keyboard.press("ArrowDown")
+    # The feature-map control, with the mouse, then with the keyboard: 10x10 -> 5x5 -> 3x3.
+    # A key that the control handles must not also move JupyterLab's cell cursor.
+    dropdown = explorer.get_by_role("combobox", name="map")
+    if dropdown.count():  # a Dropdown: open it with the mouse, pick the next map, Enter
+        dropdown.click()
+        page.keyboard.press("ArrowDown")
+        page.keyboard.press("Enter")
+    else:  # ToggleButtons, one per map
+        explorer.get_by_role("button", name="5x5", exact=True).click()
     expect(readout).to_contain_text("map 5x5 (conv9_2)")
     expect(readout).to_contain_text("7760 default boxes in all")
     new_picture = wait_for_new_picture(page, image, src)
     assert new_picture != picture, "the picture did not change with the feature map"
     explorer.screenshot(path=str(artifacts / "02_default_boxes_map_5x5.png"))
+    src, picture = image.get_attribute("src"), new_picture
 
+    cell = active_cell(page)
+    if dropdown.count():  # the keyboard on the closed dropdown, as a keyboard user does
+        dropdown.focus()
+        page.keyboard.press("ArrowDown")
+    else:
+        explorer.get_by_role("button", name="3x3", exact=True).focus()
+        page.keyboard.press("Space")
+    try:
+        expect(readout).to_contain_text("map 3x3 (conv10_2)")
+    except AssertionError as error:
+        raise AssertionError("the keyboard did not change the map; JupyterLab took the key: "
+                             f"its cell cursor moved ({cell} -> {active_cell(page)})") from error
+    assert active_cell(page) == cell, "JupyterLab took the key too: its cell cursor moved"
+    new_picture = wait_for_new_picture(page, image, src)
+    assert new_picture != picture, "the picture did not change with the feature map"
+    explorer.screenshot(path=str(artifacts / "02_default_boxes_map_3x3.png"))
+
+
+def active_cell(page) -> str:
+    """JupyterLab's status bar item "Cell 18/27": which cell is active."""
+    item = page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"^Cell \d+/\d+$"))
+    return item.inner_text()
 
 def test_iou_explorer_in_jupyterlab(page, jupyterlab, artifacts: Path):
     from playwright.sync_api import expect
@@ -139,9 +187,11 @@ def test_iou_explorer_in_jupyterlab(page, jupyterlab, artifacts: Path):
     b_cx = slider("B cx")
     start = int(b_cx.locator(".widget-readout").inner_text())
     b_cx.locator(".noUi-handle").focus()
+    cell = active_cell(page)
     for _ in range(8):
         page.keyboard.press("ArrowRight")
     expect(b_cx.locator(".widget-readout")).to_have_text(str(start + 8))
+    assert active_cell(page) == cell, "JupyterLab took ArrowRight: its cell cursor moved"
     expect(readout).to_contain_text(expected_readout())
     assert readout.inner_text() != before, "the IoU readout did not change"
     new_picture = wait_for_new_picture(page, image, src)
