@@ -32,6 +32,8 @@ l-hat, divided by the "variances" of the original code); :func:`decode` inverts 
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -102,23 +104,63 @@ def _check_variances(variances: Sequence[float]) -> tuple[float, float]:
 # into passes over them and fresh allocations. Float ops in place are fast; comparisons
 # that produce bool tensors, torch.where and index-returning reductions over a middle
 # dimension are several times slower, so the hot path avoids them on those planes.
+#
+# Fresh memory is the other cost. glibc hands a freed block of many megabytes back to the
+# operating system when the free space at the top of its heap grows past a threshold that
+# it adjusts as the program runs; the next call then page-faults every page of its planes
+# in again (zero-filled by the kernel), which can take longer than the arithmetic on them.
+# Whether that happens depends on everything else the process allocated, so the same call
+# ran anywhere from 19 to 28 ms (SSD300, 32 images). On the CPU the three IoU planes are
+# therefore kept between calls, per thread, and reused.
+
+_MAX_SCRATCH = 1 << 25  # elements per plane (128 MB in float32); larger calls allocate
 
 
-def _iou_with_priors(gt_boxes: Tensor, priors_xyxy: Tensor) -> Tensor:
+class _Scratch(threading.local):
+    planes: dict[torch.dtype, Tensor]
+
+    def __init__(self) -> None:
+        self.planes = {}
+
+
+_scratch = _Scratch()
+
+
+def _planes(count: int, shape: Sequence[int], dtype: torch.dtype,
+            device: torch.device) -> list[Tensor]:
+    """``count`` uninitialised planes of ``shape``: views of a kept buffer on the CPU, fresh
+    tensors on other devices (whose caching allocators already reuse memory)."""
+    numel = math.prod(shape)
+    if device.type != "cpu" or numel > _MAX_SCRATCH:
+        return [torch.empty(shape, dtype=dtype, device=device) for _ in range(count)]
+    buffer = _scratch.planes.get(dtype)
+    if buffer is None or buffer.numel() < count * numel:
+        buffer = _scratch.planes[dtype] = torch.empty(count * numel, dtype=dtype)
+    return [buffer[i * numel : (i + 1) * numel].view(shape) for i in range(count)]
+
+
+def _iou_with_priors(gt_boxes: Tensor, priors_xyxy: Tensor, reuse: bool = False) -> Tensor:
     """IoU of every object with every default box: Tensor[..., G, 4] x [P, 4] -> [..., G, P].
 
     The same numbers as ``box_iou`` (the same arithmetic in the same order), written for
     speed on this one hot path: one coordinate at a time on contiguous [..., G, P] planes,
-    in place where possible, instead of [..., G, P, 2] corner tensors. Computed in float32
-    at least (half-precision boxes are promoted), so thresholds and ties are not rounded.
+    in place, instead of [..., G, P, 2] corner tensors. Computed in float32 at least
+    (half-precision boxes are promoted), so thresholds and ties are not rounded.
+    With ``reuse`` the result lives in the kept CPU planes (see above): the caller must be
+    done with it before the next ``reuse`` call in the same thread.
     """
     dtype = torch.promote_types(gt_boxes.dtype, torch.float32)
     gx1, gy1, gx2, gy2 = gt_boxes.to(dtype)[..., None].unbind(-2)  # each [..., G, 1]
     px1, py1, px2, py2 = priors_xyxy.to(dtype).t().contiguous()  # each [P]
-    inter = torch.minimum(gx2, px2)  # [..., G, P]
-    buffer = torch.maximum(gx1, px1)
+    shape = (*gt_boxes.shape[:-1], priors_xyxy.shape[0])
+    if reuse:
+        inter, buffer, union = _planes(3, shape, dtype, gt_boxes.device)
+    else:
+        inter, buffer, union = None, None, None  # allocated by the ops
+    inter = torch.minimum(gx2, px2, out=inter)  # [..., G, P]
+    buffer = torch.maximum(gx1, px1, out=buffer)
     inter.sub_(buffer).clamp_(min=0)  # overlap width; disjoint boxes overlap by 0, not < 0
-    union = torch.maximum(gy1, py1)
+    union = torch.maximum(gy1, py1, out=union)
     torch.minimum(gy2, py2, out=buffer).sub_(union).clamp_(min=0)  # overlap height
     inter.mul_(buffer)
     area_gt = (gx2 - gx1) * (gy2 - gy1)  # [..., G, 1]
@@ -184,7 +226,7 @@ def match(
         labels = torch.zeros(num_priors, dtype=torch.long, device=gt_boxes.device)
         return labels, priors_xyxy
 
-    iou = _iou_with_priors(gt_boxes, priors_xyxy)  # [G, P], as box_iou
+    iou = _iou_with_priors(gt_boxes, priors_xyxy, reuse=True)  # [G, P], as box_iou
     best_iou, best_gt = iou.max(dim=0)  # [P]: each default box's best object
     best_prior_iou, best_prior = iou.max(dim=1)  # [G]: each object's best default box
 
@@ -239,7 +281,7 @@ def match_batch(
         return labels, priors_xyxy.expand(batch, -1, -1).clone()
 
     valid = gt_labels >= 0  # [B, G]
-    iou = _iou_with_priors(gt_boxes, priors_xyxy)  # [B, G, P], computed once
+    iou = _iou_with_priors(gt_boxes, priors_xyxy, reuse=True)  # [B, G, P], once
     # Padding rows go down by 2, below every real object's IoU (in [0, 1]), so they never
     # win a max over objects (unless the image has none, handled at the end), never pass
     # the threshold and are never forced (IoU > 0).

@@ -253,6 +253,42 @@ def test_fast_iou_is_box_iou_exactly(ssd300_priors):
     assert torch.equal(half, box_iou(boxes.half().float(), priors_xyxy.half().float()))
 
 
+def test_kept_iou_planes_never_leak_into_results(ssd300_priors):
+    # On the CPU match and match_batch compute their IoU in planes kept between calls.
+    # Results must not alias them: later calls, of other sizes and dtypes, change nothing.
+    g = torch.Generator().manual_seed(3)
+    first = match_batch(random_boxes(12, g).view(3, 4, 4), torch.ones(3, 4, dtype=torch.long),
+                        ssd300_priors)
+    kept = [t.clone() for t in first]
+    for shape in [(5, 7), (1, 1), (2, 2)]:
+        boxes = random_boxes(shape[0] * shape[1], g).view(*shape, 4)
+        labels = torch.full(shape, 2)
+        match_batch(boxes.double(), labels, ssd300_priors.double())
+        match_batch(boxes, labels, ssd300_priors)
+        match(boxes[0], labels[0], ssd300_priors)
+    assert all(torch.equal(a, b) for a, b in zip(first, kept))
+    # and a larger batch after a smaller one still equals match per image
+    boxes, labels = random_boxes(40, g).view(8, 5, 4), torch.randint(1, 4, (8, 5), generator=g)
+    got_labels, got_boxes = match_batch(boxes, labels, ssd300_priors)
+    for i in range(8):
+        want_labels, want_boxes = match(boxes[i], labels[i], ssd300_priors)
+        assert torch.equal(got_labels[i], want_labels) and torch.equal(got_boxes[i], want_boxes)
+
+
+def test_match_batch_in_threads_equals_one_thread(ssd300_priors):
+    # The kept planes are per thread: concurrent calls do not share them.
+    from concurrent.futures import ThreadPoolExecutor
+
+    g = torch.Generator().manual_seed(4)
+    batches = [(random_boxes(24, g).view(4, 6, 4), torch.randint(1, 5, (4, 6), generator=g))
+               for _ in range(6)]
+    want = [match_batch(b, lab, ssd300_priors) for b, lab in batches]
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(lambda item: match_batch(*item, ssd300_priors), batches * 3))
+    for i, (labels, boxes) in enumerate(got):
+        assert torch.equal(labels, want[i % 6][0]) and torch.equal(boxes, want[i % 6][1])
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 6), st.integers(1, 30), st.integers(0, 2**31 - 1))
 def test_first_argmax_is_torch_max(rows, size, seed):

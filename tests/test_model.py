@@ -132,7 +132,7 @@ def test_bad_arguments():
         ssd_resnet(101)
     with pytest.raises(ValueError, match="multiple of 32"):
         tiny_prior_config(100)
-    assert tiny_prior_config(96).feature_maps == [12, 6, 3, 2, 1]
+    assert tiny_prior_config(96).feature_maps == [24, 12, 6, 3, 1]
     priors = ssd_tiny(num_classes=3, image_size=160).priors
     assert priors.shape[0] == tiny_prior_config(160).num_priors
     model = ssd_tiny(num_classes=3, image_size=64)
