@@ -1,6 +1,7 @@
 """Train on shapes for a fixed wall time: ssdlearn's loop against torchvision's SSD class.
 
     python benchmarks/train_shapes.py                 # 5 minutes each, CPU
+    python benchmarks/train_shapes.py --seeds 0,1,2   # three pairs of runs, and the means
     python benchmarks/train_shapes.py --minutes 1 --skip-torchvision
 
 Both train the same tiny backbone (``ssdlearn.model.TinyFeatures``), with the same default
@@ -105,27 +106,40 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=5.0, help="training time for each")
     parser.add_argument("--skip-torchvision", action="store_true")
+    parser.add_argument("--seeds", default="0",
+                        help="comma-separated seeds (model init, data order and images); "
+                             "one run of each trainer per seed, e.g. 0,1,2")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = dataclasses.replace(CONFIGS["shapes"], max_minutes=args.minutes)
-    print(f"config: {json.dumps(dataclasses.asdict(config))}\n")
-    rows = {}
-    with tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
-        ours = train(config, out, progress=False)
-        ours["wall_seconds"] = round(time.perf_counter() - start, 1)
-        rows["ssdlearn"] = ours
-    if not args.skip_torchvision:
-        start = time.perf_counter()
-        theirs = train_torchvision(config, args.minutes)
-        theirs["wall_seconds"] = round(time.perf_counter() - start, 1)
-        rows["torchvision SSD"] = theirs
-    print(f"{'':<16} {'steps':>6} {'img/s':>6} {'mAP@.5:.95':>11} {'mAP@.5':>7} {'wall s':>7}")
-    for name, r in rows.items():
-        print(f"{name:<16} {r['steps']:>6} {r['images_per_second']:>6.1f} {r['map']:>11.3f} "
-              f"{r['map_50']:>7.3f} {r['wall_seconds']:>7.1f}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    base = dataclasses.replace(CONFIGS["shapes"], max_minutes=args.minutes)
+    print(f"config: {json.dumps(dataclasses.asdict(base))}\n")
+    rows: dict[str, list[dict]] = {"ssdlearn": [], "torchvision SSD": []}
+    for seed in seeds:
+        config = dataclasses.replace(base, seed=seed)
+        with tempfile.TemporaryDirectory() as out:
+            start = time.perf_counter()
+            ours = train(config, out, progress=False)
+            ours["wall_seconds"] = round(time.perf_counter() - start, 1)
+            rows["ssdlearn"].append({**ours, "seed": seed})
+        if not args.skip_torchvision:
+            start = time.perf_counter()
+            theirs = train_torchvision(config, args.minutes)
+            theirs["wall_seconds"] = round(time.perf_counter() - start, 1)
+            rows["torchvision SSD"].append({**theirs, "seed": seed})
+        print(f"seed {seed} done", flush=True)
+    print(f"{'':<16} {'seed':>5} {'steps':>6} {'img/s':>6} {'mAP@.5:.95':>11} {'mAP@.5':>7} "
+          f"{'wall s':>7}")
+    for name, runs in rows.items():
+        for r in runs:
+            print(f"{name:<16} {r['seed']:>5} {r['steps']:>6} {r['images_per_second']:>6.1f} "
+                  f"{r['map']:>11.3f} {r['map_50']:>7.3f} {r['wall_seconds']:>7.1f}")
+        if len(runs) > 1:
+            mean = {k: sum(r[k] for r in runs) / len(runs) for k in ("map", "map_50")}
+            print(f"{name:<16} {'mean':>5} {'':>6} {'':>6} {mean['map']:>11.3f} "
+                  f"{mean['map_50']:>7.3f}")
 
 
 if __name__ == "__main__":

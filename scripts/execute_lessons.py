@@ -42,12 +42,29 @@ def normalize(nb: nbformat.NotebookNode, name: str) -> None:
         # Stable ids: a lesson's cells are numbered, so re-running never renames them.
         cell["id"] = f"cell-{index:03d}"
         cell.metadata.pop("execution", None)
+        if "outputs" in cell:
+            cell["outputs"] = _merge_streams(cell["outputs"])
         for output in cell.get("outputs", []):
             view = output.get("data", {}).get(WIDGET_VIEW)
             if view is not None:
                 # The model lives in the kernel; its random id means nothing once saved.
                 widget_count += 1
                 view["model_id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{name}#{widget_count}"))
+
+
+def _merge_streams(outputs: list) -> list:
+    """Join consecutive prints to the same stream into one output. The kernel flushes
+    stdout on a timer, so where one printed table is cut depends on how fast the cell ran."""
+    merged: list = []
+    for output in outputs:
+        previous = merged[-1] if merged else None
+        if (output.get("output_type") == "stream" and previous is not None
+                and previous.get("output_type") == "stream"
+                and previous.get("name") == output.get("name")):
+            previous["text"] += output["text"]
+        else:
+            merged.append(output)
+    return merged
 
 
 def execute(path: Path) -> tuple[nbformat.NotebookNode, float]:

@@ -22,15 +22,16 @@ SHAPE_CLASSES = ("background", "circle", "square", "triangle", "horizontal bar",
 _BAR_ASPECT = 4.0
 
 
-def _max_iou(box: np.ndarray, boxes: list[np.ndarray]) -> float:
-    """The largest IoU of one xyxy box with a few others (float32, as ``box_iou``)."""
+def _overlaps(box: np.ndarray, boxes: list[np.ndarray]) -> tuple[float, float]:
+    """For one new xyxy box against those already placed: the largest IoU (float32, as
+    ``box_iou``) and the largest fraction of a placed box that the new one covers."""
     others = np.stack(boxes)
     low = np.maximum(box[:2], others[:, :2])
     high = np.minimum(box[2:], others[:, 2:])
     inter = np.prod((high - low).clip(min=0), axis=1)
     area = (box[2] - box[0]) * (box[3] - box[1])
     areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return float((inter / (area + areas - inter)).max())
+    return float((inter / (area + areas - inter)).max()), float((inter / areas).max())
 
 
 def _shape_mask(kind: str, xx: np.ndarray, yy: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -57,6 +58,9 @@ class ShapesDataset(Dataset):
             drawn log-uniformly so small objects are as common as large ones.
         max_overlap: the largest IoU a new object may have with one already placed;
             later objects are drawn on top, so overlaps occlude.
+        max_occlusion: the largest fraction of a placed object's box that a later object
+            may cover. IoU alone would let a large shape bury a small one whole: an object
+            no detector can see, still in the labels.
         transform: optional ``transform(image, target) -> (image, target)``.
 
     A sample is ``(image, target)``: ``image`` a float ``Tensor[3, S, S]`` in [0, 1],
@@ -69,7 +73,7 @@ class ShapesDataset(Dataset):
     def __init__(self, num_images: int, image_size: int = 300, seed: int = 0,
                  min_objects: int = 1, max_objects: int = 6,
                  min_scale: float = 0.06, max_scale: float = 0.8, max_overlap: float = 0.3,
-                 transform: Callable | None = None) -> None:
+                 max_occlusion: float = 0.5, transform: Callable | None = None) -> None:
         if num_images < 0:
             raise ValueError(f"num_images must be >= 0, got {num_images}")
         if image_size < 16:
@@ -87,7 +91,9 @@ class ShapesDataset(Dataset):
         self.seed = seed
         self.min_objects, self.max_objects = min_objects, max_objects
         self.min_scale, self.max_scale = min_scale, max_scale
-        self.max_overlap = max_overlap
+        if not 0 <= max_occlusion <= 1:
+            raise ValueError(f"max_occlusion must be in [0, 1], got {max_occlusion}")
+        self.max_overlap, self.max_occlusion = max_overlap, max_occlusion
         self.transform = transform
 
     def __len__(self) -> int:
@@ -114,8 +120,10 @@ class ShapesDataset(Dataset):
                 break
             label = int(rng.integers(1, len(SHAPE_CLASSES)))
             box = self._random_box(rng, SHAPE_CLASSES[label])
-            if boxes and self.max_overlap < 1 and _max_iou(box, boxes) > self.max_overlap:
-                continue
+            if boxes:
+                iou, covered = _overlaps(box, boxes)
+                if iou > self.max_overlap or covered > self.max_occlusion:
+                    continue
             # Paint only inside the box's pixels: cheap however large the image.
             x1, y1 = (np.floor(box[:2] * size)).astype(int)
             x2, y2 = (np.ceil(box[2:] * size)).astype(int)
