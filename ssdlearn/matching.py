@@ -109,9 +109,10 @@ def _check_variances(variances: Sequence[float]) -> tuple[float, float]:
 # operating system when the free space at the top of its heap grows past a threshold that
 # it adjusts as the program runs; the next call then page-faults every page of its planes
 # in again (zero-filled by the kernel), which can take longer than the arithmetic on them.
-# Whether that happens depends on everything else the process allocated, so the same call
-# ran anywhere from 19 to 28 ms (SSD300, 32 images). On the CPU the three IoU planes are
-# therefore kept between calls, per thread, and reused.
+# Whether that happens depends on everything else the process allocated: match_batch +
+# encode for 32 images and SSD300's boxes took from 20 to 28 ms in three runs of the same
+# benchmark. On the CPU the three IoU planes are therefore kept between calls, per
+# thread, and reused.
 
 _MAX_SCRATCH = 1 << 25  # elements per plane (128 MB in float32); larger calls allocate
 
