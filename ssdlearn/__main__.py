@@ -1,4 +1,6 @@
-"""Command line: ``python -m ssdlearn COMMAND ...``.
+"""Command line: ``python -m ssdlearn COMMAND ...``; each command's arguments are in
+:mod:`ssdlearn.cli`.
+The commands of lessons 07 (train) and 08 (evaluate, detect).
 
     python -m ssdlearn train --config shapes --out runs/shapes
     python -m ssdlearn evaluate --checkpoint runs/shapes/last.pt
@@ -11,11 +13,19 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {
-    "train": ("ssdlearn.train", "train an SSD (default: the tiny model on shapes, no download)"),
+    "train": ("ssdlearn.cli:train_main",
+              "train an SSD (default: the tiny model on shapes, no download)"),
     "evaluate": ("ssdlearn.cli:evaluate_main", "mAP of a checkpoint, per class and overall"),
     "detect": ("ssdlearn.cli:detect_main", "draw and save the detections of a checkpoint"),
-    "data": ("ssdlearn.data.download", "download and extract VOC or COCO"),
-    "student": ("ssdlearn.student", "write student versions of the lessons (solutions removed)"),
+    "data": ("ssdlearn.cli:data_main", "download and extract VOC or COCO"),
+    "student": ("ssdlearn.cli:student_main",
+                "write student versions of the lessons (solutions removed)"),
+    "grade": ("ssdlearn.grade:main",
+              "run every student's lessons and write their self-check results (CSV)"),
+    "diagnose": ("ssdlearn.diagnose:diagnose_main",
+                 "error analysis of a checkpoint: error kinds, AP by size and aspect ratio"),
+    "export": ("ssdlearn.export:export_main",
+               "write a checkpoint's network as ONNX (images -> loc, conf)"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Default boxes: SSD's fixed set of boxes tiled over several feature maps.
+"""Default boxes: SSD's fixed set of boxes tiled over several feature maps. Lesson 02.
 
 Feature map k (of m) has a scale s_k, a fraction of the image side, from eq. 4 of the paper:
 
@@ -29,6 +29,7 @@ __all__ = [
     "paper_scales",
     "PriorConfig",
     "default_boxes",
+    "cell_box_sizes",
     "SSD300_VOC",
     "SSD300_COCO",
     "SSD512_VOC",
@@ -172,8 +173,11 @@ class PriorConfig:
         return [size / side for size in self.min_sizes]
 
 
-def _cell_box_sizes(min_size: float, max_size: float, ratios: Sequence[float]) -> list[Size]:
-    """(width, height) in pixels of one cell's boxes, in Caffe order."""
+def cell_box_sizes(min_size: float, max_size: float, ratios: Sequence[float]) -> list[Size]:
+    """(width, height) of one cell's default boxes, in Caffe order: the square of side
+    ``min_size`` (s_k), the square of side sqrt(min_size * max_size), then for each ratio a
+    the pair (min_size * sqrt(a), min_size / sqrt(a)) and its transpose. In the units of
+    the sizes given (pixels in a PriorConfig, fractions of the image in lesson 02)."""
     sizes = [(min_size, min_size)]
     extra = math.sqrt(min_size * max_size)
     sizes.append((extra, extra))
@@ -205,7 +209,7 @@ def default_boxes(config: PriorConfig, *, device: torch.device | str | None = No
         cx = (torch.arange(fw, dtype=torch.float64) + 0.5) * step_w / image_w
         grid_y, grid_x = torch.meshgrid(cy, cx, indexing="ij")
         centres = torch.stack([grid_x, grid_y], dim=-1).reshape(-1, 1, 2)  # [cells, 1, 2]
-        sizes = _cell_box_sizes(config.min_sizes[k], config.max_sizes[k], config.aspect_ratios[k])
+        sizes = cell_box_sizes(config.min_sizes[k], config.max_sizes[k], config.aspect_ratios[k])
         wh = torch.tensor(sizes, dtype=torch.float64) / torch.tensor([image_w, image_h])
         wh = wh.expand(centres.shape[0], -1, -1)  # [cells, k, 2]
         levels.append(torch.cat([centres.expand(-1, wh.shape[1], -1), wh], dim=-1).reshape(-1, 4))

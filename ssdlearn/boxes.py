@@ -1,4 +1,4 @@
-"""Boxes: the two formats SSD uses, their areas, and the Jaccard overlap (IoU).
+"""Boxes: the two formats SSD uses, their areas, and the Jaccard overlap (IoU). Lesson 01.
 
 A box is a float tensor of 4 numbers in its last dimension:
 
@@ -6,6 +6,10 @@ A box is a float tensor of 4 numbers in its last dimension:
   detections and drawing use it.
 - ``cxcywh``: centre and size ``(cx, cy, w, h)`` with ``w, h >= 0``. Default boxes and the
   regression targets use it, because offsets are measured from a centre in units of a size.
+
+Inside the model, matching and loss, coordinates are normalized to [0, 1] of the image;
+:func:`to_pixels` and :func:`to_normalized` convert at the edges (datasets, drawing,
+evaluation).
 
 Coordinates are continuous: a box from x1 = 0 to x2 = 10 is 10 wide (no "+1" pixel), as in
 pycocotools and torchvision. Every function takes any number of leading batch dimensions.
@@ -17,10 +21,20 @@ inside the library passes ``check=False``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
-__all__ = ["xyxy_to_cxcywh", "cxcywh_to_xyxy", "box_area", "box_iou", "check_boxes"]
+__all__ = [
+    "xyxy_to_cxcywh",
+    "cxcywh_to_xyxy",
+    "box_area",
+    "box_iou",
+    "check_boxes",
+    "to_pixels",
+    "to_normalized",
+]
 
 
 def check_boxes(boxes: Tensor, name: str = "boxes", fmt: str = "xyxy") -> None:
@@ -131,3 +145,46 @@ def box_iou(boxes1: Tensor, boxes2: Tensor, *, check: bool = True) -> Tensor:
     inter = size[..., 0] * size[..., 1]  # [..., N, M]
     union = area1[..., :, None] + area2[..., None, :] - inter
     return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
+
+
+def _xyxy_scale(boxes: Tensor, image_size: int | float | Sequence[float]) -> Tensor:
+    """``[width, height, width, height]`` in the boxes' dtype and device, after checking both."""
+    if not isinstance(boxes, Tensor) or boxes.ndim == 0 or boxes.shape[-1] != 4:
+        shape = list(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+        raise ValueError(f"boxes must have shape [..., 4] (xyxy), got {shape}")
+    if not boxes.is_floating_point():
+        raise TypeError(f"boxes must be a floating-point tensor, got dtype {boxes.dtype}")
+    if isinstance(image_size, (int, float)) and not isinstance(image_size, bool):
+        height = width = image_size
+    elif isinstance(image_size, Sequence) and len(image_size) == 2:
+        height, width = image_size
+    else:
+        raise ValueError(f"image_size must be a side or (height, width), got {image_size!r}")
+    if not (height > 0 and width > 0):
+        raise ValueError(f"image_size must be positive, got {image_size!r}")
+    return torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
+
+
+def to_pixels(boxes: Tensor, image_size: int | float | Sequence[float]) -> Tensor:
+    """Scale normalized xyxy boxes to pixels.
+
+    Args:
+        boxes: Tensor[..., 4] (xyxy, normalized to [0, 1]).
+        image_size: side of a square image, or (height, width) in pixels.
+    Returns:
+        Tensor[..., 4] (xyxy, pixels): x times the width, y times the height, in the
+        boxes' dtype.
+    """
+    return boxes * _xyxy_scale(boxes, image_size)
+
+
+def to_normalized(boxes: Tensor, image_size: int | float | Sequence[float]) -> Tensor:
+    """Inverse of :func:`to_pixels`: pixel xyxy boxes as fractions of the image.
+
+    Args:
+        boxes: Tensor[..., 4] (xyxy, pixels).
+        image_size: side of a square image, or (height, width) in pixels.
+    Returns:
+        Tensor[..., 4] (xyxy, normalized): x divided by the width, y by the height.
+    """
+    return boxes / _xyxy_scale(boxes, image_size)

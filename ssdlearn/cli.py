@@ -1,7 +1,11 @@
-"""The ``evaluate`` and ``detect`` commands (``train`` lives in :mod:`ssdlearn.train`).
+"""Every command's arguments: ``python -m ssdlearn COMMAND``. Parsing only; each command calls
+the module that does the work (lessons 07 and 08, and the course tools).
 
-    python -m ssdlearn evaluate --checkpoint runs/shapes/last.pt
+    python -m ssdlearn train --config shapes --out runs/shapes        ssdlearn.train
+    python -m ssdlearn evaluate --checkpoint runs/shapes/last.pt      ssdlearn.evaluate
     python -m ssdlearn detect --checkpoint runs/shapes/last.pt photo.jpg --out detections/
+    python -m ssdlearn data voc2007 --root data/                      ssdlearn.data.download
+    python -m ssdlearn student lessons/ --out student/                ssdlearn.student
 """
 
 from __future__ import annotations
@@ -9,15 +13,116 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import torch
+__all__ = [
+    "train_main",
+    "evaluate_main",
+    "detect_main",
+    "data_main",
+    "student_main",
+    "format_table",
+]
 
-from .train import build_datasets, evaluate, load_model, pick_device
 
-__all__ = ["evaluate_main", "detect_main", "format_table"]
+# ---- train -----------------------------------------------------------------------------
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    from .config import CONFIGS, TrainConfig
+    from .train import train
+
+    parser = argparse.ArgumentParser(
+        prog="python -m ssdlearn train",
+        description="Train an SSD. Every field of the chosen --config can be overridden, "
+                    "e.g. --steps 500 --lr 0.01 --batch-size 16.",
+    )
+    parser.add_argument("--config", default="shapes", choices=sorted(CONFIGS),
+                        help="preset to start from (default: shapes, needs no download)")
+    parser.add_argument("--out", default=None, help="output folder (default: runs/CONFIG)")
+    parser.add_argument("--resume", default=None,
+                        help="checkpoint to continue from, or 'auto' for OUT/last.pt")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "name":
+            continue
+        default = f.default
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
+                            metavar=type(default).__name__.upper() if default is not None
+                            else "VALUE", help=f"(preset: {_field_help(f.name)})")
+    args = parser.parse_args(argv)
+    preset = CONFIGS[args.config]
+    changes = {}
+    for f in dataclasses.fields(TrainConfig):
+        text = getattr(args, f.name, None)
+        if text is not None:
+            changes[f.name] = _parse_value(text, getattr(preset, f.name))
+    config = dataclasses.replace(preset, **changes)
+    out = args.out or f"runs/{config.name}"
+    result = train(config, out, resume=args.resume, progress=not args.no_progress)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _parse_value(text: str, default):
+    if isinstance(default, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    if isinstance(default, tuple):
+        return tuple(int(v) for v in text.split(",") if v)
+    if text.lower() == "none":
+        return None
+    if isinstance(default, int):
+        return int(text)
+    if isinstance(default, float) or default is None and text.replace(".", "", 1).isdigit():
+        return float(text)
+    return text
+
+
+def _field_help(name: str) -> str:
+    from .config import CONFIGS
+
+    values = {str(getattr(config, name)) for config in CONFIGS.values()}
+    return ", ".join(sorted(values)) if len(values) <= 3 else "varies"
+
+
+# ---- evaluate --------------------------------------------------------------------------
+
+
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ssdlearn evaluate",
+        description="Evaluate a trained checkpoint on its config's validation data.")
+    parser.add_argument("--checkpoint", required=True, help="a .pt file written by training")
+    parser.add_argument("--data-root", default=None, help="dataset folder (default: config's)")
+    parser.add_argument("--split", default=None, help="validation split (default: config's)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", default=None, help="also write the metrics to this file")
+    args = parser.parse_args(argv)
+    from .checkpoint import load_model
+    from .config import build_datasets, pick_device
+    from .evaluate import evaluate
+
+    device = pick_device(args.device)
+    model, config = load_model(args.checkpoint, device)
+    changes = {k: v for k, v in (("data_root", args.data_root), ("val_split", args.split))
+               if v is not None}
+    config = dataclasses.replace(config, **changes)
+    _, val_set, class_names = build_datasets(config)
+    metrics = evaluate(model, val_set, args.batch_size, device=device)
+    print(f"{args.checkpoint}: {config.model} on {config.dataset} "
+          f"({config.val_split if config.dataset != 'shapes' else 'held-out shapes'}, "
+          f"{len(val_set)} images)\n")
+    print(format_table(metrics, class_names))
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=2))
+    return 0
 
 
 def format_table(metrics: dict, class_names: Sequence[str]) -> str:
@@ -36,40 +141,10 @@ def format_table(metrics: dict, class_names: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ssdlearn evaluate",
-        description="Evaluate a trained checkpoint on its config's validation data.")
-    parser.add_argument("--checkpoint", required=True, help="a .pt file written by training")
-    parser.add_argument("--data-root", default=None, help="dataset folder (default: config's)")
-    parser.add_argument("--split", default=None, help="validation split (default: config's)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--json", default=None, help="also write the metrics to this file")
-    args = parser.parse_args(argv)
-    device = pick_device(args.device)
-    model, config = load_model(args.checkpoint, device)
-    changes = {k: v for k, v in (("data_root", args.data_root), ("val_split", args.split))
-               if v is not None}
-    config = dataclasses.replace(config, **changes)
-    _, val_set, class_names = build_datasets(config)
-    metrics = evaluate(model, val_set, args.batch_size, device=device)
-    print(f"{args.checkpoint}: {config.model} on {config.dataset} "
-          f"({config.val_split if config.dataset != 'shapes' else 'held-out shapes'}, "
-          f"{len(val_set)} images)\n")
-    print(format_table(metrics, class_names))
-    if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=2))
-    return 0
+# ---- detect ----------------------------------------------------------------------------
 
 
 def detect_main(argv: Sequence[str] | None = None) -> int:
-    from PIL import Image
-
-    from .augment import resize
-    from .detect import detect, to_pixels
-    from .viz import draw_boxes
-
     parser = argparse.ArgumentParser(
         prog="python -m ssdlearn detect",
         description="Detect objects in images; writes IMAGE.png with boxes and IMAGE.json.")
@@ -80,50 +155,62 @@ def detect_main(argv: Sequence[str] | None = None) -> int:
                         help="draw and save detections above this score (default 0.3)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
-    device = pick_device(args.device)
-    model, config = load_model(args.checkpoint, device)
-    class_names = _class_names(config)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    import matplotlib
+    from .checkpoint import load_model
+    from .config import class_names, pick_device
+    from .predict import detect_image, read_image, write_detections
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    model, config = load_model(args.checkpoint, pick_device(args.device))
+    names = class_names(config)
     for path in map(Path, args.images):
-        if not path.is_file():
-            raise FileNotFoundError(f"no image at {path}")
-        with Image.open(path) as file:
-            pixels = torch.from_numpy(np.asarray(file.convert("RGB")).copy())
-        image = pixels.permute(2, 0, 1).float() / 255
-        height, width = image.shape[1:]
-        resized, _ = resize(image, {"boxes": torch.zeros(0, 4)}, model.image_size)
-        with torch.no_grad():
-            loc, conf = model(resized[None].to(device))
-        found = detect(loc, conf, model.priors, clip=True)[0]  # boxes inside the image
-        keep = found["scores"] > args.score_threshold
-        boxes = to_pixels(found["boxes"][keep].cpu(), (height, width))
-        records = [{"box_xyxy": [round(v, 1) for v in box], "score": round(score, 4),
-                    "label": int(label), "class": class_names[int(label)]}
-                   for box, score, label in zip(boxes.tolist(), found["scores"][keep].tolist(),
-                                                found["labels"][keep].tolist())]
-        (out / f"{path.stem}.json").write_text(json.dumps(records, indent=2))
-        fig, ax = plt.subplots(figsize=(8, 8 * height / width))
-        ax.imshow(image.permute(1, 2, 0).numpy())
-        ax.axis("off")
-        draw_boxes(ax, boxes, found["labels"][keep], found["scores"][keep], class_names)
-        fig.savefig(out / f"{path.stem}.png", bbox_inches="tight", dpi=100)
-        plt.close(fig)
-        print(f"{path}: {len(records)} detections -> {out / (path.stem + '.png')}")
+        image = read_image(path)
+        found = detect_image(model, image, args.score_threshold)
+        png = write_detections(image, found, names, path, Path(args.out))
+        print(f"{path}: {len(found['boxes'])} detections -> {png}")
     return 0
 
 
-def _class_names(config) -> tuple[str, ...]:
-    from .data import SHAPE_CLASSES, VOC_CLASSES
+# ---- data ------------------------------------------------------------------------------
 
-    if config.dataset == "shapes":
-        return SHAPE_CLASSES
-    if config.dataset == "voc":
-        return VOC_CLASSES
-    # COCO names come with the annotation file; without it, number the classes.
-    return ("background", *(str(i) for i in range(1, config.num_classes)))
+
+def data_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ssdlearn data NAME [--root DIR] [--no-extract]``; argv without "data"."""
+    from .data.download import DATASETS, download
+
+    parser = argparse.ArgumentParser(
+        prog="python -m ssdlearn data",
+        description="Download and unpack PASCAL VOC or MS COCO (MD5-checked).",
+    )
+    parser.add_argument("name", choices=list(DATASETS), help="which dataset")
+    parser.add_argument("--root", type=Path, default=Path("data"),
+                        help="data folder (default: data)")
+    parser.add_argument("--no-extract", action="store_true", help="only download the archives")
+    args = parser.parse_args(argv)
+    folder = download(args.name, args.root, extract_archives=not args.no_extract)
+    kind = "COCODataset" if args.name.startswith("coco") else "VOCDataset"
+    print(f"done: {kind}(root={str(folder)!r})")
+    return 0
+
+
+# ---- student ---------------------------------------------------------------------------
+
+
+def student_main(argv: Sequence[str] | None = None) -> int:
+    from . import student
+
+    parser = argparse.ArgumentParser(
+        prog="python -m ssdlearn student", description=student.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", type=Path,
+                        help="lesson notebooks, or folders of them (e.g. lessons/)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for the student versions (created; never an input folder)")
+    args = parser.parse_args(argv)
+    try:
+        written = student.write_student_versions(args.inputs, args.out)
+    except student.StudentError as exc:
+        print(f"python -m ssdlearn student: error: {exc}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}")
+    return 0

@@ -1,4 +1,4 @@
-"""The MultiBox loss: smooth L1 on the boxes, softmax cross-entropy on the classes.
+"""The MultiBox loss: smooth L1 on the boxes, softmax cross-entropy on the classes. Lesson 05.
 
 The paper's objective (eq. 1) over the N matched (positive) default boxes:
 
@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._validate import check_labels
+
 __all__ = ["hard_negative_mask", "MultiBoxLoss"]
 
 
@@ -27,15 +29,6 @@ def _check_ratio(neg_pos_ratio: float) -> None:
         raise TypeError(f"neg_pos_ratio must be a number, got {type(neg_pos_ratio).__name__}")
     if not neg_pos_ratio >= 0:
         raise ValueError(f"neg_pos_ratio must be >= 0, got {neg_pos_ratio}")
-
-
-def _check_labels(labels: Tensor, shape: torch.Size) -> None:
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"labels must be a torch.Tensor [B, P], got {type(labels).__name__}")
-    if labels.dtype != torch.long:
-        raise TypeError(f"labels must be an int64 (long) tensor, got dtype {labels.dtype}")
-    if labels.shape != shape:
-        raise ValueError(f"labels must have shape [B, P] = {list(shape)}, got {list(labels.shape)}")
 
 
 def hard_negative_mask(conf_loss: Tensor, labels: Tensor, neg_pos_ratio: float = 3) -> Tensor:
@@ -63,7 +56,7 @@ def hard_negative_mask(conf_loss: Tensor, labels: Tensor, neg_pos_ratio: float =
         raise ValueError(f"conf_loss must be a Tensor of shape [B, P], got {shape}")
     if not conf_loss.is_floating_point():
         raise TypeError(f"conf_loss must be floating point, got dtype {conf_loss.dtype}")
-    _check_labels(labels, conf_loss.shape)
+    check_labels(labels, "labels", conf_loss.shape, "[B, P]")
     _check_ratio(neg_pos_ratio)
 
     negative = labels == 0
@@ -133,7 +126,7 @@ class MultiBoxLoss(nn.Module):
             raise ValueError(
                 f"conf_pred needs C >= 2 classes (background + objects), got {conf_pred.shape[-1]}"
             )
-        _check_labels(labels, loc_pred.shape[:2])
+        check_labels(labels, "labels", loc_pred.shape[:2], "[B, P]")
 
         positive = labels > 0  # [B, P]
         # N stays a tensor (no .item()); clamp so N == 0 divides zeros by 1, not by 0.

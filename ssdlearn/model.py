@@ -1,4 +1,5 @@
 """The SSD network: a backbone's feature maps, extra layers, and a 3x3 predictor per map.
+Lesson 04.
 
 For a map with k default boxes per cell and C classes (background included), the predictor
 is two 3x3 convolutions: one with k * 4 output channels (box offsets), one with k * C
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .anchors import SSD300_VOC, SSD512_VOC, PriorConfig, default_boxes, paper_scales
+from .cost import count_flops, count_parameters
 
 __all__ = [
     "L2Norm",
@@ -41,6 +43,7 @@ __all__ = [
     "load_vgg16_backbone",
     "count_parameters",
     "count_flops",
+    "from_torchvision",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -439,32 +442,9 @@ def ssd_tiny(num_classes: int, image_size: int = 128, width: int = 32) -> SSD:
                image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5))
 
 
-# ---------------------------------------------------------------------------------------
-# Size and cost
-# ---------------------------------------------------------------------------------------
+def from_torchvision(model: nn.Module) -> SSD:
+    """torchvision's ``ssd300_vgg16`` as an ssdlearn :class:`SSD` with the same outputs; see
+    :func:`ssdlearn.export.from_torchvision` (lesson 08)."""
+    from .export import from_torchvision as convert  # export builds on this module
 
-
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (all, or only those with ``requires_grad``)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def count_flops(model: SSD, batch_size: int = 1) -> int:
-    """Floating-point operations of one forward pass at the model's input size.
-
-    Counted by ``torch.utils.flop_counter`` (matrix multiplies and convolutions; a
-    multiply-add is 2 FLOPs). Papers often quote multiply-adds (MACs): FLOPs / 2.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    device = next(model.parameters()).device
-    images = torch.zeros(batch_size, 3, *model.image_size, device=device)
-    counter = FlopCounterMode(display=False)
-    was_training = model.training
-    model.eval()  # batch norm in training mode refuses a batch of one on a 1x1 map
-    try:
-        with counter, torch.no_grad():
-            model(images)
-    finally:
-        model.train(was_training)
-    return counter.get_total_flops()
+    return convert(model)

@@ -15,15 +15,13 @@ copied unchanged. Until the learner writes the function, its self-check answers
 
 from __future__ import annotations
 
-import argparse
 import copy
-import sys
 from pathlib import Path
 
 import nbformat
 
 __all__ = ["BEGIN", "END", "PLACEHOLDER", "StudentError", "make_student_notebook",
-           "student_source", "write_student_versions", "main"]
+           "student_source", "write_student_versions"]
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -156,27 +154,3 @@ def write_student_versions(inputs: list[Path], out: Path) -> list[Path]:
     for target, student in converted:
         nbformat.write(student, target)
     return list(targets)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ssdlearn student", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("inputs", nargs="+", type=Path,
-                        help="lesson notebooks, or folders of them (e.g. lessons/)")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="folder for the student versions (created; never an input folder)")
-    args = parser.parse_args(argv)
-    try:
-        written = write_student_versions(args.inputs, args.out)
-    except StudentError as exc:
-        print(f"python -m ssdlearn student: error: {exc}", file=sys.stderr)
-        return 1
-    for path in written:
-        print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Drawing helpers: images and boxes on matplotlib axes.
+"""Drawing helpers: images and boxes on matplotlib axes (every lesson, from 01 on).
 
 They only draw what the rest of the library computes. Boxes are ``xyxy``; pass
 ``image_size=(height, width)`` to draw normalized boxes on an image in pixels.
@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from torch import Tensor
+
+from .boxes import to_pixels
 
 __all__ = ["PALETTE", "color_for", "show_image", "draw_boxes", "draw_box_pair"]
 
@@ -81,8 +83,7 @@ def draw_boxes(
     """
     boxes = torch.as_tensor(boxes, dtype=torch.float32).detach().cpu().reshape(-1, 4)
     if image_size is not None:
-        height, width = image_size
-        boxes = boxes * torch.tensor([width, height, width, height], dtype=boxes.dtype)
+        boxes = to_pixels(boxes, image_size)
     n = len(boxes)
     labels_list = [None] * n if labels is None else [int(v) for v in torch.as_tensor(labels)]
     scores_list = [None] * n if scores is None else [float(v) for v in torch.as_tensor(scores)]

@@ -92,11 +92,11 @@ def test_learner_may_compute_in_float32():
 
 import math  # noqa: E402
 
-from ssdlearn.anchors import _cell_box_sizes  # noqa: E402
+from ssdlearn.anchors import cell_box_sizes as anchor_cell_sizes  # noqa: E402
 
 
 def reference_cell(s_k, s_next, ratios):
-    return torch.tensor(_cell_box_sizes(s_k, s_next, ratios))
+    return torch.tensor(anchor_cell_sizes(s_k, s_next, ratios))
 
 
 def test_cell_box_sizes_reference_passes():

@@ -15,9 +15,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import ConcatDataset, DataLoader
 
+from ssdlearn import matching
+from ssdlearn.cli import data_main as main
 from ssdlearn.data.coco import COCODataset
 from ssdlearn.data.collate import collate_detection
-from ssdlearn.data.download import DATASETS, UnsafeArchiveError, download, extract, main
+from ssdlearn.data.download import DATASETS, UnsafeArchiveError, download, extract
 from ssdlearn.data.shapes import ShapesDataset
 from ssdlearn.data.voc import VOC_CLASSES, VOCDataset, parse_voc_xml
 
@@ -433,7 +435,6 @@ def resize_to(side):
 
 
 def test_voc_batch_feeds_match_batch(voc_root):
-    matching = pytest.importorskip("ssdlearn.matching")
     loader = DataLoader(VOCDataset(voc_root, transform=resize_to(32)), batch_size=3,
                         collate_fn=collate_detection)
     images, targets = next(iter(loader))

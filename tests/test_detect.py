@@ -5,15 +5,8 @@ import torchvision
 from ssdlearn.anchors import SSD300_VOC, PriorConfig, default_boxes
 from ssdlearn.boxes import cxcywh_to_xyxy
 from ssdlearn.detect import batched_nms, detect, nms, to_pixels
+from ssdlearn.matching import decode
 
-try:
-    from ssdlearn.matching import decode
-except ImportError:  # matching not written yet: the formula of the paper's code
-
-    def decode(loc, priors, variances=(0.1, 0.2)):
-        centres = priors[:, :2] + loc[..., :2] * variances[0] * priors[:, 2:]
-        sizes = priors[:, 2:] * torch.exp(loc[..., 2:] * variances[1])
-        return torch.cat([centres - sizes / 2, centres + sizes / 2], dim=-1)
 
 
 SMALL = PriorConfig(
@@ -212,16 +205,24 @@ def test_detect_no_detections():
     assert detect(torch.zeros(0, len(priors), 4), torch.zeros(0, len(priors), 5), priors) == []
 
 
-def reference_detect(loc, conf, priors, score_threshold, nms_threshold, top_k):
-    """The paper's procedure with loops: per image, per class, threshold then NMS."""
+def reference_detect(loc, conf, priors, score_threshold, nms_threshold, top_k,
+                     pre_nms_top_k=None, clip=False):
+    """The paper's procedure with loops: per image, per class, threshold, the best
+    ``pre_nms_top_k`` (sorted in Python), then NMS, then the best ``top_k`` of the image."""
     results = []
     for image_loc, image_conf in zip(loc, conf):
         boxes = decode(image_loc, priors)
+        if clip:
+            boxes = boxes.clamp(0, 1)
         scores = image_conf.softmax(-1)
         found = []
         for c in range(1, conf.shape[-1]):
-            candidates = (scores[:, c] > score_threshold).nonzero()[:, 0]
-            for i in candidates[nms(boxes[candidates], scores[candidates, c], nms_threshold)]:
+            candidates = (scores[:, c] > score_threshold).nonzero()[:, 0].tolist()
+            candidates.sort(key=lambda i: -scores[i, c].item())  # stable: ties by index
+            candidates = torch.tensor(candidates[:pre_nms_top_k], dtype=torch.long)
+            # torchvision's NMS (test_nms_* check ours against it); ours is O(N^2) in memory.
+            kept = torchvision.ops.nms(boxes[candidates], scores[candidates, c], nms_threshold)
+            for i in candidates[kept]:
                 found.append((scores[i, c].item(), c, boxes[i]))
         found.sort(key=lambda item: -item[0])
         found = found[:top_k]
@@ -234,12 +235,15 @@ def reference_detect(loc, conf, priors, score_threshold, nms_threshold, top_k):
 
 
 @pytest.mark.parametrize("top_k", [5, 200])
-def test_detect_equals_loop_reference(top_k):
+@pytest.mark.parametrize("pre_nms_top_k", [None, 400, 7, 1])
+@pytest.mark.parametrize("clip", [False, True])
+def test_detect_equals_loop_reference(top_k, pre_nms_top_k, clip):
     priors = default_boxes(SMALL)
     generator = torch.Generator().manual_seed(4)
     loc, conf = random_outputs(4, len(priors), 6, generator, background=1.0)
-    out = detect(loc, conf, priors, score_threshold=0.05, top_k=top_k)
-    expected = reference_detect(loc, conf, priors, 0.05, 0.45, top_k)
+    out = detect(loc, conf, priors, score_threshold=0.05, top_k=top_k,
+                 pre_nms_top_k=pre_nms_top_k, clip=clip)  # fmt: skip
+    expected = reference_detect(loc, conf, priors, 0.05, 0.45, top_k, pre_nms_top_k, clip)
     for got, want in zip(out, expected):
         assert len(got["scores"]) == len(want["scores"]) > 0
         torch.testing.assert_close(got["scores"], want["scores"])
@@ -322,6 +326,25 @@ def test_detect_bad_input():
         detect(loc, conf, priors, pre_nms_top_k=1.5)
 
 
+def test_detect_keeps_400_per_class_by_default():
+    # Every box scores the same for class 1: only 400 candidates reach NMS, and with a
+    # threshold of 1 (nothing suppressed) exactly 400 come out, the first 400 by index.
+    priors = default_boxes(SSD300_VOC)
+    conf = torch.zeros(1, len(priors), 2)
+    loc = torch.zeros(1, len(priors), 4)
+    (out,) = detect(loc, conf, priors, nms_threshold=1.0, top_k=1000)
+    assert len(out["scores"]) == 400
+    torch.testing.assert_close(out["boxes"], cxcywh_to_xyxy(priors)[:400])
+    (every,) = detect(loc, conf, priors, nms_threshold=1.0, top_k=10000, pre_nms_top_k=None)
+    assert len(every["scores"]) == len(priors)
+
+
+def test_to_pixels_is_the_boxes_one():
+    from ssdlearn import boxes
+
+    assert to_pixels is boxes.to_pixels
+
+
 def test_to_pixels():
     boxes = torch.tensor([[0.0, 0.5, 1.0, 1.0], [0.25, 0.0, 0.5, 0.1]])
     torch.testing.assert_close(to_pixels(boxes, (200, 400)),
@@ -350,16 +373,17 @@ def test_detect_on_cuda_equals_cpu():
         torch.testing.assert_close(a["boxes"], b["boxes"].cpu())
 
 
-def test_detect_with_many_candidates_equals_loop_reference():
+@pytest.mark.parametrize("pre_nms_top_k", [None, 400])
+def test_detect_with_many_candidates_equals_loop_reference(pre_nms_top_k):
     # Enough candidates that the CPU path packs the (image, class) groups into several
-    # NMS calls; the result must not depend on that.
+    # NMS calls, and more than 400 in most classes; the result must not depend on that.
     priors = default_boxes(SSD300_VOC)
     generator = torch.Generator().manual_seed(8)
     loc, conf = random_outputs(1, len(priors), 21, generator, background=3.0)
-    candidates = int((conf.softmax(-1)[..., 1:] > 0.01).sum())
-    assert candidates > 2 * 3000
-    out = detect(loc, conf, priors, top_k=200)
-    expected = reference_detect(loc, conf, priors, 0.01, 0.45, 200)
+    passing = conf.softmax(-1)[..., 1:] > 0.01
+    assert int(passing.sum()) > 2 * 3000 and (passing.sum(1) > 400).sum() >= 10
+    out = detect(loc, conf, priors, top_k=200, pre_nms_top_k=pre_nms_top_k)
+    expected = reference_detect(loc, conf, priors, 0.01, 0.45, 200, pre_nms_top_k)
     for got, want in zip(out, expected):
         assert len(got["scores"]) == len(want["scores"]) == 200
         torch.testing.assert_close(got["scores"], want["scores"])

@@ -412,3 +412,36 @@ def test_match_batch_on_cuda_equals_cpu(ssd300_priors):
     assert torch.equal(labels.cpu(), want[0])
     assert torch.equal(matched.cpu(), want[1])
     torch.testing.assert_close(target.cpu(), encode(want[1], ssd300_priors))
+
+
+def test_return_index_is_the_matched_object_as_in_torchvision():
+    from torchvision.models.detection._utils import SSDMatcher
+
+    priors = default_boxes(SSD300_VOC)
+    generator = torch.Generator().manual_seed(11)
+    centre = torch.rand(5, 2, generator=generator)
+    size = 0.05 + 0.5 * torch.rand(5, 2, generator=generator)
+    gt = torch.cat([centre - size / 2, centre + size / 2], dim=1).clamp(0, 1)
+    labels = torch.tensor([3, 1, 4, 1, 5])
+    got_labels, got_boxes, index = match(gt, labels, priors, return_index=True)
+    assert torch.equal(got_labels, match(gt, labels, priors)[0])
+    positive = index >= 0
+    assert torch.equal(positive, got_labels > 0)
+    assert torch.equal(labels[index[positive]], got_labels[positive])
+    assert torch.equal(gt[index[positive]], got_boxes[positive])
+    # torchvision's SSDMatcher: the same objects wherever neither rule hits a tie.
+    tv = SSDMatcher(0.5)(box_iou(gt, cxcywh_to_xyxy(priors)))
+    assert (tv == index).float().mean() > 0.999
+    # A padded batch gives each image's own indices; padding rows are never matched.
+    boxes = torch.zeros(2, 5, 4)
+    boxes[0], boxes[1, :2] = gt, gt[:2]
+    batch_labels = torch.tensor([[3, 1, 4, 1, 5], [3, 1, -1, -1, -1]])
+    _, _, batch_index = match_batch(boxes, batch_labels, priors, return_index=True)
+    assert torch.equal(batch_index[0], index)
+    assert torch.equal(batch_index[1], match(gt[:2], labels[:2], priors, return_index=True)[2])
+    # No objects: everything is background, index -1.
+    empty = match(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), priors, return_index=True)
+    assert (empty[2] == -1).all()
+    empty = match_batch(torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long), priors,
+                        return_index=True)
+    assert empty[2].shape == (2, len(priors)) and (empty[2] == -1).all()

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+import ssdlearn.metrics.coco as coco_module
 from ssdlearn.boxes import box_iou
-from ssdlearn.metrics import _pair_iou, evaluate_coco, evaluate_voc, voc_ap
+from ssdlearn.metrics import evaluate_coco, evaluate_voc, voc_ap
+from ssdlearn.metrics._common import _pair_iou
+from ssdlearn.metrics.coco import _coco_match, _coco_match_readable
 
 # ---- helpers -------------------------------------------------------------------------------
 
@@ -361,6 +364,25 @@ def test_coco_equals_pycocotools(seed):
     expected = pycocotools_stats(predictions, targets)
     for key, value in expected.items():
         assert result[key] == pytest.approx(value, abs=1e-9), key
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_coco_fast_matcher_equals_the_readable_one(seed, monkeypatch):
+    """evaluate_coco's batched matcher against the loop written as pycocotools' evaluateImg,
+    on the same arguments: crowds, ties, every area range and threshold."""
+    calls = []
+
+    def recording(*args):
+        calls.append((args, _coco_match(*args)))
+        return calls[-1][1]
+
+    monkeypatch.setattr(coco_module, "_coco_match", recording)
+    predictions, targets = random_case(200 + seed, num_images=6, num_classes=3,
+                                       crowd=0.2, crowded_image=seed % 2 == 1)  # fmt: skip
+    evaluate_coco(predictions, targets)
+    (args, fast), = calls
+    assert (fast >= 0).any()
+    assert torch.equal(fast, _coco_match_readable(*args))
 
 
 def test_coco_many_detections_in_one_image():

@@ -10,12 +10,12 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from ssdlearn.__main__ import main as cli
+from ssdlearn.cli import student_main as main
 from ssdlearn.student import (
     BEGIN,
     END,
     PLACEHOLDER,
     StudentError,
-    main,
     make_student_notebook,
     write_student_versions,
 )

@@ -8,21 +8,19 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ssdlearn.checkpoint import export_weights, load_checkpoint, load_model, save_checkpoint
+from ssdlearn.cli import train_main as main
+from ssdlearn.config import CONFIGS, TrainConfig, build_model
 from ssdlearn.data import ShapesDataset, collate_detection
+from ssdlearn.data.loader import EpochBatchSampler
 from ssdlearn.loss import MultiBoxLoss
 from ssdlearn.train import (
-    CONFIGS,
-    EpochBatchSampler,
     NonFiniteLossError,
-    TrainConfig,
-    build_model,
     build_optimizer,
     learning_rate,
-    load_checkpoint,
-    main,
-    save_checkpoint,
     train,
     train_step,
+    warmup_step_lr,
 )
 
 # A run small enough for a test: 64x64 images, batch 8, no worker processes.
@@ -203,7 +201,6 @@ def test_ddp_two_processes_match_one_process_gradients(tmp_path):
 
 
 def test_export_and_load_model(tmp_path):
-    from ssdlearn.train import export_weights, load_model
 
     train(dataclasses.replace(SMALL, steps=2), tmp_path, progress=False)
     export_weights(tmp_path / "last.pt", tmp_path / "model.pt")
@@ -217,3 +214,21 @@ def test_export_and_load_model(tmp_path):
     save_checkpoint(tmp_path / "wrong.pt", **wrong)
     with pytest.raises(ValueError, match="does not hold weights for ssd_tiny with 9 classes"):
         load_model(tmp_path / "wrong.pt")
+
+
+def test_lessons_import_these_from_ssdlearn_train():
+    """Lessons 00, 07 and 08 import these names from ssdlearn.train."""
+    import ssdlearn.train
+
+    for name in ("CONFIGS", "build_datasets", "evaluate", "learning_rate", "load_checkpoint",
+                 "load_model", "train", "train_step"):
+        assert name in ssdlearn.train.__all__ and hasattr(ssdlearn.train, name)
+
+
+def test_learning_rate_is_the_plain_schedule():
+    config = dataclasses.replace(TrainConfig(), lr=0.02, warmup_steps=10,
+                                 lr_milestones=(30, 45), lr_gamma=0.5)
+    for step in (0, 9, 10, 29, 30, 44, 45, 100):
+        assert learning_rate(step, config) == warmup_step_lr(step, 0.02, 10, (30, 45), 0.5)
+    assert warmup_step_lr(0, 0.02, 10, (30,), 0.5) == 0.02 / 10
+    assert warmup_step_lr(30, 0.02, 10, (30,), 0.5) == 0.01

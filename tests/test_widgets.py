@@ -48,7 +48,14 @@ def test_iou_explorer_rejects_bad_boxes():
 
 from ssdlearn.anchors import SSD300_VOC, default_boxes  # noqa: E402
 from ssdlearn.boxes import cxcywh_to_xyxy  # noqa: E402
-from ssdlearn.widgets import default_box_explorer, match_explorer, ssd300_like_config  # noqa: E402
+from ssdlearn.widgets import (  # noqa: E402
+    MatchExplorer,
+    OverlapExplorer,
+    default_box_explorer,
+    match_explorer,
+    overlap_explorer,
+    ssd300_like_config,
+)
 
 
 def test_ssd300_like_config_counts_8732_and_follows_eq4():
@@ -187,3 +194,12 @@ def test_nms_explorer_counts_follow_the_threshold():
     assert explorer.kept == 2 and "2 remain after NMS" in explorer.readout.value
     with pytest.raises(ValueError, match=r"boxes must be \[P, 4\]"):
         nms_explorer(torch.rand(3, 8, 8), boxes[:, :2], scores, ["bg", "a", "b"])
+
+
+def test_overlap_explorer_keeps_its_former_name():
+    new, old = overlap_explorer(), match_explorer()
+    assert type(new) is OverlapExplorer and isinstance(old, OverlapExplorer)
+    assert type(old) is MatchExplorer  # its repr (stored in lesson 02) keeps the old name
+    assert new.matches_per_map == old.matches_per_map
+    with pytest.raises(ValueError, match="0 < w, h <= 1"):
+        overlap_explorer(box=(0.5, 0.5, 0.0, 0.2))

@@ -1,4 +1,5 @@
 """MS COCO object detection, read from its own on-disk format (no pycocotools needed).
+Lessons 07 and 08.
 
 The layout the official zips unpack to::
 
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..boxes import to_normalized
 from .files import AnnotatedImages
 
 __all__ = ["COCODataset"]
@@ -176,9 +178,8 @@ class COCODataset(AnnotatedImages):
         (fast, for evaluation); normalized by the size the JSON gives."""
         start, end = self._offsets[index], self._offsets[index + 1]
         height, width = self.sizes[index].tolist()
-        scale = np.array([width, height, width, height], dtype=np.float32)
         return {
-            "boxes": torch.from_numpy(self._boxes[start:end] / scale),
+            "boxes": to_normalized(torch.from_numpy(self._boxes[start:end]), (height, width)),
             "labels": torch.from_numpy(self._labels[start:end].copy()),
             "iscrowd": torch.from_numpy(self._iscrowd[start:end].copy()),
             "image_id": self.ids[index],

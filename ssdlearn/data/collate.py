@@ -1,4 +1,5 @@
 """Batching detection samples: images stack, objects are padded to the most in the batch.
+Lesson 03 (padded batches for match_batch).
 
 Images have different numbers of objects, so PyTorch's default collate cannot stack the
 targets. SSD's matching and loss work on a padded batch at once, so we pad here, once.

@@ -1,4 +1,5 @@
 """Download and unpack PASCAL VOC and MS COCO, for users (tests never touch the network).
+Lessons 07 and 08 (VOC and COCO runs).
 
     python -m ssdlearn data voc2007 --root data/
 
@@ -11,7 +12,6 @@ the internet are untrusted input.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import posixpath
@@ -20,11 +20,10 @@ import tarfile
 import time
 import urllib.request
 import zipfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Archive", "DATASETS", "UnsafeArchiveError", "download", "extract", "main"]
+__all__ = ["Archive", "DATASETS", "UnsafeArchiveError", "download", "extract"]
 
 
 @dataclass(frozen=True)
@@ -259,24 +258,3 @@ def extract(archive: str | Path, root: str | Path) -> None:
         _extract_tar(archive, root)
     else:
         raise ValueError(f"{archive} is neither a tar nor a zip archive")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ssdlearn data NAME [--root DIR] [--no-extract]``; argv without "data"."""
-    parser = argparse.ArgumentParser(
-        prog="python -m ssdlearn data",
-        description="Download and unpack PASCAL VOC or MS COCO (MD5-checked).",
-    )
-    parser.add_argument("name", choices=list(DATASETS), help="which dataset")
-    parser.add_argument("--root", type=Path, default=Path("data"),
-                        help="data folder (default: data)")
-    parser.add_argument("--no-extract", action="store_true", help="only download the archives")
-    args = parser.parse_args(argv)
-    folder = download(args.name, args.root, extract_archives=not args.no_extract)
-    kind = "COCODataset" if args.name.startswith("coco") else "VOCDataset"
-    print(f"done: {kind}(root={str(folder)!r})")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,7 @@
-"""What the VOC and COCO datasets share: image files on disk and an annotation per image."""
+"""What the VOC and COCO datasets share: image files on disk and an annotation per image.
+
+Lessons 07 and 08.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Generated images of shapes: a detection dataset that needs no download.
+"""Generated images of shapes: a detection dataset that needs no download. Lesson 00 on.
 
 Five classes whose boxes have different aspect ratios (circles, squares and triangles are
 1:1, bars are 4:1 and 1:4), from small to large, on a textured background, sometimes

@@ -1,4 +1,5 @@
 """PASCAL VOC: the dataset of the SSD paper's main results, read from its own on-disk format.
+Lessons 07 and 08.
 
 The VOCdevkit layout, as the official tars unpack it::
 
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ..boxes import to_normalized
 from .files import AnnotatedImages
 
 __all__ = ["VOC_CLASSES", "VOCDataset", "parse_voc_xml"]
@@ -198,8 +200,7 @@ class VOCDataset(AnnotatedImages):
         if not self.keep_difficult:
             keep = ~annotation["difficult"]
             annotation = {key: value[keep] for key, value in annotation.items()}
-        scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-        annotation["boxes"] = annotation["boxes"] / scale
+        annotation["boxes"] = to_normalized(annotation["boxes"], (height, width))
         annotation["image_id"] = self.ids[index]
         annotation["size"] = torch.tensor([height, width], dtype=torch.int64)
         return annotation

@@ -1,0 +1,212 @@
+"""What a training run depends on: :class:`TrainConfig`, the presets, and the model and
+datasets a config names. Lesson 07 (training) and lesson 08 (a trained model's config).
+
+    config = dataclasses.replace(CONFIGS["shapes"], steps=500)
+    model, (train_set, val_set, class_names) = build_model(config), build_datasets(config)
+
+A config is plain data (saved as a dict in every checkpoint and in ``config.json``); the
+factories below turn it into objects, so every command builds the same model the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from .augment import ssd_eval_transform
+from .data import ShapesDataset
+
+__all__ = [
+    "TrainConfig",
+    "CONFIGS",
+    "build_model",
+    "build_datasets",
+    "class_names",
+    "pick_device",
+]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved in every checkpoint and in ``config.json``."""
+
+    name: str = "shapes"
+    model: str = "ssd_tiny"  # ssd_tiny | ssd300_vgg16 | ssd512_vgg16 | ssd_resnet18/34/50
+    dataset: str = "shapes"  # shapes | voc | coco
+    image_size: int = 128
+    num_classes: int = 6
+    data_root: str = "data"
+    train_split: str = "trainval"  # voc: "2007:trainval,2012:trainval"; coco: train2017
+    val_split: str = "test"  # voc: "2007:test"; coco: val2017
+    train_images: int = 20000  # shapes only: images in the (generated) training set
+    val_images: int = 200  # shapes only; VOC/COCO evaluate on the whole val split
+    shapes_min_scale: float = 0.06  # shapes only: smallest object side, fraction of the image
+    shapes_max_objects: int = 6  # shapes only
+    backbone_weights: str | None = None  # e.g. "IMAGENET1K_V1" (a download)
+    augment: bool = True
+    batch_size: int = 32
+    steps: int = 120_000
+    optimizer: str = "sgd"  # sgd (the paper's) | adamw
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_steps: int = 500
+    lr_milestones: tuple[int, ...] = (80_000, 100_000)
+    lr_gamma: float = 0.1
+    grad_clip: float | None = None
+    amp: bool = True  # on CUDA: bf16 where supported, else fp16 with a grad scaler
+    channels_last: bool = True
+    compile: bool = False
+    workers: int = 4
+    log_every: int = 20
+    eval_every: int = 10_000
+    checkpoint_every: int = 5_000
+    max_minutes: float | None = None  # stop early after this much wall time
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:1 | mps
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 2:
+            raise ValueError(
+                f"num_classes must include the background (>= 2), got {self.num_classes}"
+            )
+        for name in ("batch_size", "steps", "log_every", "eval_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        self.lr_milestones = tuple(self.lr_milestones)
+
+
+def _preset(**changes) -> TrainConfig:
+    return TrainConfig(**changes)
+
+
+# The paper's VOC recipe: lr 1e-3, 120k iterations at batch 32, steps at 80k and 100k.
+CONFIGS: dict[str, TrainConfig] = {
+    # Sized for 2 CPU cores and 5 minutes (about 6 steps a second at 96x96, batch 16): no
+    # geometric augmentation (generated images never repeat, so there is nothing to
+    # overfit), AdamW, objects from 0.1 of the image side. No worker processes: on 2 cores
+    # a data worker competes with the two compute threads and slows every step down.
+    "shapes": _preset(
+        name="shapes", model="ssd_tiny", dataset="shapes", image_size=96, num_classes=6,
+        train_images=50_000, val_images=500, shapes_min_scale=0.1, augment=False,
+        batch_size=16, steps=1700, optimizer="adamw", lr=3e-3, weight_decay=1e-4,
+        warmup_steps=50, lr_milestones=(1330, 1560), grad_clip=10.0, workers=0, log_every=25,
+        eval_every=1700, checkpoint_every=500, max_minutes=4.5,
+    ),
+    "voc_ssd300": _preset(
+        name="voc_ssd300", model="ssd300_vgg16", dataset="voc", image_size=300, num_classes=21,
+        train_split="2007:trainval,2012:trainval", val_split="2007:test",
+        backbone_weights="IMAGENET1K_V1",
+    ),
+    "voc_ssd512": _preset(
+        name="voc_ssd512", model="ssd512_vgg16", dataset="voc", image_size=512, num_classes=21,
+        train_split="2007:trainval,2012:trainval", val_split="2007:test",
+        backbone_weights="IMAGENET1K_V1",
+    ),
+    "coco_ssd300": _preset(
+        name="coco_ssd300", model="ssd300_vgg16", dataset="coco", image_size=300,
+        num_classes=81, train_split="train2017", val_split="val2017",
+        backbone_weights="IMAGENET1K_V1", steps=400_000, lr_milestones=(280_000, 360_000),
+    ),
+    "coco_resnet18": _preset(
+        name="coco_resnet18", model="ssd_resnet18", dataset="coco", image_size=300,
+        num_classes=81, train_split="train2017", val_split="val2017",
+        backbone_weights="IMAGENET1K_V1", steps=400_000, lr_milestones=(280_000, 360_000),
+    ),
+    "coco_resnet50": _preset(
+        name="coco_resnet50", model="ssd_resnet50", dataset="coco", image_size=300,
+        num_classes=81, train_split="train2017", val_split="val2017",
+        backbone_weights="IMAGENET1K_V2", steps=400_000, lr_milestones=(280_000, 360_000),
+    ),
+}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# From a config to objects: the network, the data, the device
+# ---------------------------------------------------------------------------------------
+
+
+def build_model(config: TrainConfig) -> nn.Module:
+    """The network named by ``config.model``, with the config's classes and input size."""
+    from . import anchors, model
+
+    if config.model == "ssd_tiny":
+        return model.ssd_tiny(config.num_classes, config.image_size)
+    coco = config.dataset == "coco"
+    if config.model == "ssd300_vgg16":
+        priors = anchors.SSD300_COCO if coco else anchors.SSD300_VOC
+        return model.ssd300_vgg16(config.num_classes, priors, config.backbone_weights)
+    if config.model == "ssd512_vgg16":
+        priors = anchors.SSD512_COCO if coco else anchors.SSD512_VOC
+        return model.ssd512_vgg16(config.num_classes, priors, config.backbone_weights)
+    if config.model.startswith("ssd_resnet"):
+        depth = int(config.model.removeprefix("ssd_resnet"))
+        return model.ssd_resnet(depth, config.num_classes, backbone_weights=config.backbone_weights)
+    raise ValueError(f"unknown model {config.model!r}: ssd_tiny, ssd300_vgg16, ssd512_vgg16, "
+                     "ssd_resnet18, ssd_resnet34 or ssd_resnet50")
+
+
+def _voc(config: TrainConfig, splits: str, transform) -> Dataset:
+    from torch.utils.data import ConcatDataset
+
+    from .data import VOCDataset
+
+    parts = []
+    for item in splits.split(","):
+        year, image_set = item.split(":")
+        parts.append(VOCDataset(config.data_root, year=year, image_set=image_set,
+                                transform=transform))
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+
+def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset, tuple[str, ...]]:
+    """(train set without its augmentation, validation set, class names)."""
+    eval_transform = ssd_eval_transform(config.image_size)
+    if config.dataset == "shapes":
+        options = {"min_scale": config.shapes_min_scale,
+                   "max_objects": config.shapes_max_objects}
+        train = ShapesDataset(config.train_images, config.image_size, seed=config.seed, **options)
+        # A different seed: held-out images the model never trains on.
+        val = ShapesDataset(config.val_images, config.image_size, seed=config.seed + 10_000,
+                            **options)
+        return train, val, ShapesDataset.classes
+    if config.dataset == "voc":
+        from .data import VOC_CLASSES
+
+        return (_voc(config, config.train_split, None),
+                _voc(config, config.val_split, eval_transform), VOC_CLASSES)
+    if config.dataset == "coco":
+        from .data import COCODataset
+
+        train = COCODataset(config.data_root, split=config.train_split)
+        val = COCODataset(config.data_root, split=config.val_split, transform=eval_transform)
+        return train, val, val.classes
+    raise ValueError(f"unknown dataset {config.dataset!r}: shapes, voc or coco")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA, then Apple's MPS, then the CPU; or the device named."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def class_names(config: TrainConfig) -> tuple[str, ...]:
+    """The class names of ``config``'s dataset, index 0 the background, without reading it."""
+    from .data import SHAPE_CLASSES, VOC_CLASSES
+
+    if config.dataset == "shapes":
+        return SHAPE_CLASSES
+    if config.dataset == "voc":
+        return VOC_CLASSES
+    # COCO names come with the annotation file; without it, number the classes.
+    return ("background", *(str(i) for i in range(1, config.num_classes)))

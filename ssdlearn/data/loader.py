@@ -1,0 +1,104 @@
+"""The training data stream: augmented samples, batched, endless and resumable. Lesson 07.
+
+Every random choice is a function of (seed, epoch, index): :class:`EpochBatchSampler` yields
+``(epoch, index)`` pairs from a seeded permutation per epoch, and :class:`AugmentedDataset`
+seeds each sample's augmentation (lesson 06) from them. The same batches therefore come out
+in any number of worker processes, on any number of GPUs, and after a resume at any step.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..augment import ssd_eval_transform, ssd_train_transform
+from ..model import IMAGENET_MEAN
+from .collate import collate_detection
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
+
+__all__ = ["AugmentedDataset", "EpochBatchSampler", "make_train_loader"]
+
+
+def _sample_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from a few integers (SplitMix64 on their combination)."""
+    x = 0
+    for part in parts:
+        x = (x * 0x9E3779B97F4A7C15 + part + 1) & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 30
+        x = (x * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 27
+    return x & 0x7FFFFFFFFFFFFFFF
+
+
+class AugmentedDataset(Dataset):
+    """A dataset with a random transform whose randomness depends only on
+    (seed, epoch, index): the same sample in any worker process and after any resume.
+
+    Items are addressed by ``(epoch, index)`` pairs, which :class:`EpochBatchSampler` yields.
+    """
+
+    def __init__(self, dataset: Dataset, transform, seed: int) -> None:
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]):
+        epoch, index = item
+        image, target = self.dataset[index]
+        generator = torch.Generator().manual_seed(_sample_seed(self.seed, epoch, index))
+        return self.transform(image, target, generator=generator)
+
+
+class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Batches of ``(epoch, index)`` from a seeded permutation per epoch, without end.
+
+    ``start_step`` skips the batches a resumed run has already seen. With several processes
+    each rank takes its own slice of every global batch of ``batch_size * world_size``.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, start_step: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if size < batch_size * world_size:
+            raise ValueError(f"the dataset ({size} images) is smaller than one global batch "
+                             f"({batch_size} x {world_size} processes)")
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.start_step, self.rank, self.world_size = start_step, rank, world_size
+        self.steps_per_epoch = size // (batch_size * world_size)  # drop the incomplete batch
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step, order, order_epoch = self.start_step, None, None
+        global_batch = self.batch_size * self.world_size
+        while True:
+            epoch, position = divmod(step, self.steps_per_epoch)
+            if epoch != order_epoch:
+                generator = torch.Generator().manual_seed(_sample_seed(self.seed, epoch))
+                order, order_epoch = torch.randperm(self.size, generator=generator), epoch
+            start = position * global_batch + self.rank * self.batch_size
+            yield [(epoch, i) for i in order[start : start + self.batch_size].tolist()]
+            step += 1
+
+    def __len__(self) -> int:  # endless
+        return sys.maxsize
+
+
+def make_train_loader(dataset: Dataset, config: TrainConfig, start_step: int = 0,
+                      rank: int = 0, world_size: int = 1) -> Iterator:
+    """An endless loader of augmented, collated training batches, resumable at any step."""
+    fill = (0.5, 0.5, 0.5) if config.dataset == "shapes" else IMAGENET_MEAN
+    transform = (ssd_train_transform(config.image_size, fill=fill) if config.augment
+                 else ssd_eval_transform(config.image_size))
+    augmented = AugmentedDataset(dataset, transform, config.seed)
+    sampler = EpochBatchSampler(len(dataset), config.batch_size, config.seed, start_step,
+                                rank, world_size)
+    return iter(DataLoader(
+        augmented, batch_sampler=sampler, collate_fn=collate_detection,
+        num_workers=config.workers, pin_memory=torch.cuda.is_available(),
+        persistent_workers=config.workers > 0, prefetch_factor=4 if config.workers else None,
+    ))  # fmt: skip

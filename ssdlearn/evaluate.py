@@ -1,0 +1,70 @@
+"""A model on a dataset -> metrics: detect on every image, score as COCO and VOC do. Lesson 08.
+
+The data flow, from a dataset sample to a metric::
+
+    dataset[i] -> (image[3, H, W], target: boxes normalized)      ssdlearn.data
+      collate_detection -> images[B, 3, S, S], padded targets      ssdlearn.data.collate
+      model(images) -> loc[B, P, 4], conf[B, P, C]                  ssdlearn.model
+      detect(loc, conf, priors) -> per image boxes, scores, labels  ssdlearn.detect
+      to_pixels(boxes, (H, W)), predictions and targets             ssdlearn.boxes
+      evaluate_coco / evaluate_voc -> mAP                           ssdlearn.metrics
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .boxes import to_pixels
+from .data import collate_detection
+from .detect import detect
+from .metrics import evaluate_coco, evaluate_voc
+
+__all__ = ["evaluate"]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 32, workers: int = 0,
+             device: torch.device | None = None, score_threshold: float = 0.01,
+             nms_threshold: float = 0.45, top_k: int = 200, clip: bool = True) -> dict:
+    """Detect on every image of ``dataset`` and score with COCO's and VOC's metrics.
+
+    Boxes are clipped to the image (``clip``) before scoring, as ``python -m ssdlearn
+    detect`` and torchvision's SSD do: no object extends past the border, so the part of a
+    box that does only lowers its IoU.
+
+    Returns a dict with ``map`` (AP@[.5:.95]), ``map_50``, ``map_75``, ``map_small/medium/
+    large`` (COCO rules, 101 points), ``voc07_map`` (VOC2007 11-point AP at IoU 0.5), and
+    per class ``ap_per_class`` (COCO AP@[.5:.95]) and ``voc07_ap_per_class``.
+    """
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                        collate_fn=collate_detection)
+    predictions, targets = [], []
+    for images, batch in loader:
+        loc, conf = model(images.to(device, non_blocking=True))
+        detections = detect(loc.float(), conf.float(), model.priors, score_threshold,
+                            nms_threshold, top_k, clip=clip)
+        for i, found in enumerate(detections):
+            size = batch["sizes"][i].tolist()  # (height, width) of the original image
+            real = batch["labels"][i] >= 0  # drop the padding rows
+            predictions.append({"boxes": to_pixels(found["boxes"].cpu().float(), size),
+                                "scores": found["scores"].cpu(), "labels": found["labels"].cpu()})
+            target = {"boxes": to_pixels(batch["boxes"][i][real], size),
+                      "labels": batch["labels"][i][real]}
+            for flag in ("difficult", "iscrowd"):
+                if flag in batch:
+                    target[flag] = batch[flag][i][real]
+            targets.append(target)
+    model.train(was_training)
+    coco = evaluate_coco(predictions, [{k: v for k, v in t.items() if k != "difficult"}
+                                       for t in targets])
+    voc = evaluate_voc(predictions, [{k: v for k, v in t.items() if k != "iscrowd"}
+                                     for t in targets])
+    return {**{k: float(v) for k, v in coco.items() if isinstance(v, (int, float))},
+            "voc07_map": float(voc["map"]),
+            "ap_per_class": {int(k): float(v) for k, v in coco["ap_per_class"].items()},
+            "voc07_ap_per_class": {int(k): float(v) for k, v in voc["ap_per_class"].items()}}
