@@ -7,8 +7,6 @@ from ssdlearn.boxes import cxcywh_to_xyxy
 from ssdlearn.detect import batched_nms, detect, nms, to_pixels
 from ssdlearn.matching import decode
 
-
-
 SMALL = PriorConfig(
     image_size=60, feature_maps=(4, 2, 1), min_sizes=(12, 24, 45), max_sizes=(24, 45, 60),
     aspect_ratios=((2,), (2,), ()),
