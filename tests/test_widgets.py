@@ -203,3 +203,17 @@ def test_overlap_explorer_keeps_its_former_name():
     assert new.matches_per_map == old.matches_per_map
     with pytest.raises(ValueError, match="0 < w, h <= 1"):
         overlap_explorer(box=(0.5, 0.5, 0.0, 0.2))
+
+
+def test_explorer_output_carries_a_png_of_its_first_view():
+    # A viewer without a kernel (GitHub, nbviewer, the student handout) shows the PNG.
+    import base64
+
+    explorer = iou_explorer()
+    first_view = explorer.image.value
+    bundle = explorer._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    png = base64.b64decode(bundle["image/png"])
+    assert png.startswith(b"\x89PNG") and png == first_view
+    explorer.controls[next(iter(explorer.controls))].value += 5   # the live view moves on
+    assert explorer.image.value != first_view

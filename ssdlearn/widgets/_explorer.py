@@ -10,6 +10,7 @@ and in tests: a test sets ``explorer.controls["name"].value`` and reads
 
 from __future__ import annotations
 
+import base64
 import io
 from functools import cache
 
@@ -63,6 +64,15 @@ class Explorer(widgets.VBox):
 
     def draw(self, fig: Figure) -> str:
         raise NotImplementedError
+
+    def _repr_mimebundle_(self, **kwargs) -> dict | None:
+        """The live widget, plus a PNG of its picture as it is now. JupyterLab shows the
+        widget; a viewer without a kernel (GitHub, nbviewer, a static export, the student
+        handout) has no widget to show and shows the PNG instead."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if bundle is not None:
+            bundle["image/png"] = base64.b64encode(self.image.value).decode("ascii")
+        return bundle
 
 
 def _slider(kind: type, description: str, value: float, low: float, high: float,
