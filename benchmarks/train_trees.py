@@ -4,6 +4,11 @@
     python benchmarks/train_trees.py --skip-torchvision --minutes 3 --size 128 --crop 256
     python benchmarks/train_trees.py --priors tiny        # ssd_tiny's own default boxes
 
+Lesson 09's checkpoint (270 CPU-seconds of training, however busy the machine):
+
+    python benchmarks/train_trees.py --skip-torchvision --minutes 4.5 --clock cpu
+        --save lessons/assets/trees_tiny.pt
+
 Both train the same tiny backbone (``ssdlearn.model.TinyFeatures``) with the same default
 boxes on the same random crops of the two training images (``data/trees``:
 ``2019_YELL_2_528000_4978000_image_crop2`` and ``OSBS_029``), with the same optimizer and a
@@ -17,6 +22,7 @@ at IoU 0.5 and 0.4 (DeepForest reports 0.4).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -221,6 +227,27 @@ def torchvision_tiled(model, image, tile, overlap, nms_threshold=0.45) -> dict:
     return {"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept]}
 
 
+def save_for_lesson(path: Path, model: SSD, priors: PriorConfig, args, row: dict) -> None:
+    """The weights as lesson 09 loads them (``torch.load(weights_only=True)``): half-precision
+    parameters and statistics (half the size; ``load_state_dict`` copies them back into
+    float32), the default boxes' buffers in float32, and the plain numbers that rebuild the
+    network: the ``PriorConfig`` fields, the classes, the width and how it was trained."""
+    keep_float32 = {"priors", "image_mean", "image_std"}
+    weights = {k: v.half() if v.is_floating_point() and k not in keep_float32 else v
+               for k, v in model.state_dict().items()}
+    fields = {f.name: getattr(priors, f.name) for f in dataclasses.fields(priors)}
+    plain = {k: [list(v) if isinstance(v, (list, tuple)) else v for v in value]
+             if isinstance(value, (list, tuple)) else value for k, value in fields.items()}
+    argv = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in (
+        ("minutes", args.minutes), ("clock", args.clock), ("size", args.size),
+        ("crop", args.crop), ("width", args.width), ("seed", args.seed)))
+    torch.save({"model": weights, "priors": plain, "classes": list(CLASSES),
+                "width": args.width, "crop": args.crop,
+                "command": f"python benchmarks/train_trees.py --skip-torchvision {argv} "
+                           f"--save {path}",
+                "steps": row["steps"], "train_seconds": row["train_seconds"]}, path)
+
+
 def score(found: dict, target: dict) -> dict:
     result = {}
     for iou in (0.5, 0.4):
@@ -252,7 +279,8 @@ def main() -> None:
                         help="budget in wall seconds, or in CPU seconds / threads")
     parser.add_argument("--skip-torchvision", action="store_true")
     parser.add_argument("--skip-ssdlearn", action="store_true")
-    parser.add_argument("--save", type=Path, default=None, help="write ssdlearn's weights here")
+    parser.add_argument("--save", type=Path, default=None,
+                        help="write ssdlearn's weights here, as lesson 09 loads them")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"args: {json.dumps({k: str(v) for k, v in vars(args).items()})}")
@@ -281,7 +309,7 @@ def main() -> None:
             found = detect_tiled(model, held_image, args.crop, args.overlap,
                                  edge_margin=args.edge_margin)
             if args.save:
-                torch.save(model.state_dict(), args.save)
+                save_for_lesson(args.save, model, priors, args, row)
         else:
             found = torchvision_tiled(model, held_image, args.crop, args.overlap)
         row["detect_seconds"] = round(time.perf_counter() - t0, 1)

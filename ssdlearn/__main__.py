@@ -6,6 +6,9 @@ The commands of lessons 07 (train) and 08 (evaluate, detect).
     python -m ssdlearn evaluate --checkpoint runs/shapes/last.pt
     python -m ssdlearn detect --checkpoint runs/shapes/last.pt image.jpg --out detections/
     python -m ssdlearn data voc2007 --root data/     download and extract a dataset
+
+A bad input (a missing file, a wrong value, a missing dataset) ends in one ``error: ...``
+line on stderr and exit status 1; ``--debug`` anywhere shows the full traceback instead.
 """
 
 from __future__ import annotations
@@ -20,20 +23,31 @@ COMMANDS = {
     "data": ("ssdlearn.cli:data_main", "download and extract VOC or COCO"),
     "student": ("ssdlearn.cli:student_main",
                 "write student versions of the lessons (solutions removed)"),
-    "grade": ("ssdlearn.grade:main",
+    "grade": ("ssdlearn.cli:grade_main",
               "run every student's lessons and write their self-check results (CSV)"),
-    "diagnose": ("ssdlearn.diagnose:diagnose_main",
+    "diagnose": ("ssdlearn.cli:diagnose_main",
                  "error analysis of a checkpoint: error kinds, AP by size and aspect ratio"),
-    "export": ("ssdlearn.export:export_main",
+    "export": ("ssdlearn.cli:export_main",
                "write a checkpoint's network as ONNX (images -> loc, conf)"),
 }
 
 
+def _user_error(error: BaseException) -> bool:
+    """Errors that report a bad input, whose message says what to fix: the ones our
+    checks raise (ValueError, TypeError, OSError with FileNotFoundError) and the library's
+    own (NonFiniteLossError, ...)."""
+    return (isinstance(error, (ValueError, TypeError, OSError))
+            or type(error).__module__.split(".")[0] == "ssdlearn")
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         lines = [f"  {name:<10} {help}" for name, (_, help) in COMMANDS.items()]
-        print("usage: python -m ssdlearn COMMAND [options]\n\ncommands:\n" + "\n".join(lines))
+        print("usage: python -m ssdlearn COMMAND [options] [--debug]\n\ncommands:\n"
+              + "\n".join(lines))
         if argv and argv[0] not in ("-h", "--help"):
             print(f"\nunknown command {argv[0]!r}", file=sys.stderr)
             return 2
@@ -42,7 +56,20 @@ def main(argv: list[str] | None = None) -> int:
 
     target, _ = COMMANDS[argv[0]]
     module, _, function = target.partition(":")
-    return getattr(import_module(module), function or "main")(argv[1:])
+    command = getattr(import_module(module), function or "main")
+    try:
+        return command(argv[1:])
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if debug or not _user_error(error):
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ factories below turn it into objects, so every command builds the same model the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,6 +26,7 @@ __all__ = [
     "build_model",
     "build_datasets",
     "class_names",
+    "coco_root",
     "pick_device",
 ]
 
@@ -38,7 +40,7 @@ class TrainConfig:
     dataset: str = "shapes"  # shapes | voc | coco
     image_size: int = 128
     num_classes: int = 6
-    data_root: str = "data"
+    data_root: str = "data"  # COCO: the folder `python -m ssdlearn data coco2017` writes
     train_split: str = "trainval"  # voc: "2007:trainval,2012:trainval"; coco: train2017
     val_split: str = "test"  # voc: "2007:test"; coco: val2017
     train_images: int = 20000  # shapes only: images in the (generated) training set
@@ -47,7 +49,7 @@ class TrainConfig:
     shapes_max_objects: int = 6  # shapes only
     backbone_weights: str | None = None  # e.g. "IMAGENET1K_V1" (a download)
     augment: bool = True
-    batch_size: int = 32
+    batch_size: int = 32  # the global batch: split among torchrun's processes
     steps: int = 120_000
     optimizer: str = "sgd"  # sgd (the paper's) | adamw
     lr: float = 1e-3
@@ -109,17 +111,20 @@ CONFIGS: dict[str, TrainConfig] = {
         backbone_weights="IMAGENET1K_V1",
     ),
     "coco_ssd300": _preset(
-        name="coco_ssd300", model="ssd300_vgg16", dataset="coco", image_size=300,
+        name="coco_ssd300", model="ssd300_vgg16", dataset="coco",
+        image_size=300, data_root="data/coco",
         num_classes=81, train_split="train2017", val_split="val2017",
         backbone_weights="IMAGENET1K_V1", steps=400_000, lr_milestones=(280_000, 360_000),
     ),
     "coco_resnet18": _preset(
-        name="coco_resnet18", model="ssd_resnet18", dataset="coco", image_size=300,
+        name="coco_resnet18", model="ssd_resnet18", dataset="coco",
+        image_size=300, data_root="data/coco",
         num_classes=81, train_split="train2017", val_split="val2017",
         backbone_weights="IMAGENET1K_V1", steps=400_000, lr_milestones=(280_000, 360_000),
     ),
     "coco_resnet50": _preset(
-        name="coco_resnet50", model="ssd_resnet50", dataset="coco", image_size=300,
+        name="coco_resnet50", model="ssd_resnet50", dataset="coco",
+        image_size=300, data_root="data/coco",
         num_classes=81, train_split="train2017", val_split="val2017",
         backbone_weights="IMAGENET1K_V2", steps=400_000, lr_milestones=(280_000, 360_000),
     ),
@@ -132,7 +137,23 @@ CONFIGS: dict[str, TrainConfig] = {
 
 
 def build_model(config: TrainConfig) -> nn.Module:
-    """The network named by ``config.model``, with the config's classes and input size."""
+    """The network named by ``config.model``, with the config's classes and input size.
+
+    Raises OSError saying what to do when the ImageNet backbone cannot be downloaded.
+    """
+    try:
+        return _build_model(config)
+    except OSError as error:  # URLError, a socket error, a full cache folder
+        weights = config.backbone_weights
+        if weights is None or Path(str(weights)).is_file():
+            raise
+        raise OSError(
+            f"could not download the ImageNet backbone weights {weights!r} ({error}); "
+            "without internet, train from scratch with --backbone-weights none, or give a "
+            "saved backbone state dict with --backbone-weights PATH") from error
+
+
+def _build_model(config: TrainConfig) -> nn.Module:
     from . import anchors, model
 
     if config.model == "ssd_tiny":
@@ -149,6 +170,16 @@ def build_model(config: TrainConfig) -> nn.Module:
         return model.ssd_resnet(depth, config.num_classes, backbone_weights=config.backbone_weights)
     raise ValueError(f"unknown model {config.model!r}: ssd_tiny, ssd300_vgg16, ssd512_vgg16, "
                      "ssd_resnet18, ssd_resnet34 or ssd_resnet50")
+
+
+def coco_root(root: str | Path) -> Path:
+    """The COCO folder under ``root``: ``root`` itself when it holds ``annotations/``, else
+    ``root/coco`` when that does (where ``python -m ssdlearn data coco2017 --root ROOT``
+    unpacks it)."""
+    root = Path(root)
+    if not (root / "annotations").is_dir() and (root / "coco" / "annotations").is_dir():
+        return root / "coco"
+    return root
 
 
 def _voc(config: TrainConfig, splits: str, transform) -> Dataset:
@@ -183,8 +214,9 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset, tuple[str, ..
     if config.dataset == "coco":
         from .data import COCODataset
 
-        train = COCODataset(config.data_root, split=config.train_split)
-        val = COCODataset(config.data_root, split=config.val_split, transform=eval_transform)
+        root = coco_root(config.data_root)
+        train = COCODataset(root, split=config.train_split)
+        val = COCODataset(root, split=config.val_split, transform=eval_transform)
         return train, val, val.classes
     raise ValueError(f"unknown dataset {config.dataset!r}: shapes, voc or coco")
 

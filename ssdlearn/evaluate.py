@@ -27,12 +27,18 @@ __all__ = ["evaluate"]
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 32, workers: int = 0,
              device: torch.device | None = None, score_threshold: float = 0.01,
-             nms_threshold: float = 0.45, top_k: int = 200, clip: bool = True) -> dict:
+             nms_threshold: float = 0.45, top_k: int = 200, clip: bool = True,
+             pre_nms_top_k: int | None = 400) -> dict:
     """Detect on every image of ``dataset`` and score with COCO's and VOC's metrics.
 
     Boxes are clipped to the image (``clip``) before scoring, as ``python -m ssdlearn
     detect`` and torchvision's SSD do: no object extends past the border, so the part of a
-    box that does only lowers its IoU.
+    box that does only lowers its IoU. ``pre_nms_top_k`` candidates per image and class go
+    into NMS, as in Caffe's SSD and torchvision's (None: all).
+
+    Targets' ``iscrowd`` regions (COCO) are kept and ignored, as pycocotools does: a
+    detection on a crowd is neither a hit nor a false positive; their ``area`` (COCO's,
+    the segment's) decides the small/medium/large ranges where the dataset gives it.
 
     Returns a dict with ``map`` (AP@[.5:.95]), ``map_50``, ``map_75``, ``map_small/medium/
     large`` (COCO rules, 101 points), ``voc07_map`` (VOC2007 11-point AP at IoU 0.5), and
@@ -47,7 +53,7 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 32, workers: 
     for images, batch in loader:
         loc, conf = model(images.to(device, non_blocking=True))
         detections = detect(loc.float(), conf.float(), model.priors, score_threshold,
-                            nms_threshold, top_k, clip=clip)
+                            nms_threshold, top_k, pre_nms_top_k=pre_nms_top_k, clip=clip)
         for i, found in enumerate(detections):
             size = batch["sizes"][i].tolist()  # (height, width) of the original image
             real = batch["labels"][i] >= 0  # drop the padding rows
@@ -55,9 +61,9 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 32, workers: 
                                 "scores": found["scores"].cpu(), "labels": found["labels"].cpu()})
             target = {"boxes": to_pixels(batch["boxes"][i][real], size),
                       "labels": batch["labels"][i][real]}
-            for flag in ("difficult", "iscrowd"):
-                if flag in batch:
-                    target[flag] = batch[flag][i][real]
+            for key in ("difficult", "iscrowd", "area"):
+                if key in batch:
+                    target[key] = batch[key][i][real]
             targets.append(target)
     model.train(was_training)
     coco = evaluate_coco(predictions, [{k: v for k, v in t.items() if k != "difficult"}

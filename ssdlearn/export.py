@@ -22,9 +22,7 @@ and its clipping of the default boxes' width and height to 1 (not of their corne
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -225,21 +223,7 @@ def _load_model(path: str) -> nn.Module:
 
 
 def export_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ssdlearn export --checkpoint runs/x/last.pt --out model.onnx``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m ssdlearn export",
-        description="Write a checkpoint's network as ONNX: images [B, 3, H, W] in [0, 1] "
-                    "-> (loc [B, P, 4], conf [B, P, C]); decode and NMS stay outside.")
-    parser.add_argument("--checkpoint", required=True, help="a training or weights checkpoint")
-    parser.add_argument("--out", required=True, help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
-    args = parser.parse_args(argv)
-    if not Path(args.checkpoint).is_file():
-        print(f"error: no checkpoint at {args.checkpoint}", file=sys.stderr)
-        return 1
-    model = _load_model(args.checkpoint)
-    out = export_onnx(model, args.out, opset=args.opset)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): images [B, 3, "
-          f"{model.image_size[0]}, {model.image_size[1]}] -> loc [B, {len(model.priors)}, 4], "
-          f"conf [B, {len(model.priors)}, {model.num_classes}]")
-    return 0
+    """``python -m ssdlearn export``; its arguments are in :mod:`ssdlearn.cli`."""
+    from .cli import export_main as command
+
+    return command(argv)

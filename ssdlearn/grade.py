@@ -16,7 +16,6 @@ cheat. Documented in lessons/README.md; the checks are lessons 01-08's (ssdlearn
 
 from __future__ import annotations
 
-import argparse
 import ast
 import asyncio
 import csv
@@ -446,36 +445,10 @@ def format_table(grades: Grades) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ssdlearn grade", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add = parser.add_argument
-    add("submissions", type=Path, help="one folder per student, holding the lessons")
-    add("--out", type=Path, required=True, help="the CSV file to write")
-    add("--lessons", type=Path, default=Path("lessons"),
-        help="the instructor's lessons, which list the exercises (default: lessons/)")
-    add("--timeout", type=float, default=300,
-        help="seconds for each notebook, kernel start included (default: 300)")
-    add("--jobs", type=int, default=1, help="notebooks run at once (default: 1)")
-    add("--kernel", default="python3",
-        help="Jupyter kernel for every notebook, whatever it names (default: python3)")
-    add("--executed", type=Path, default=None,
-        help="also write the executed notebooks, as EXECUTED/STUDENT/LESSON.ipynb")
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    try:
-        if not args.out.resolve().parent.is_dir():  # found out now, not after the class ran
-            raise GradeError(f"--out {args.out}: no folder {args.out.parent}")
-        grades = grade_class(args.submissions, args.lessons, timeout=args.timeout,
-                             jobs=args.jobs, kernel=args.kernel, executed=args.executed,
-                             progress=lambda line: print(line, file=sys.stderr, flush=True))
-    except GradeError as exc:
-        print(f"python -m ssdlearn grade: error: {exc}", file=sys.stderr)
-        return 1
-    write_csv(grades.rows, args.out)
-    print(format_table(grades))
-    print(f"\n{len(grades.seconds)} students, {len(grades.rows)} rows -> {args.out} "
-          f"({time.perf_counter() - start:.0f} s)")
-    return 0
+    """``python -m ssdlearn grade``; its arguments are in :mod:`ssdlearn.cli`."""
+    from .cli import grade_main
+
+    return grade_main(argv)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@
     python -m ssdlearn train --config shapes --out runs/shapes
     torchrun --nproc_per_node 4 -m ssdlearn train --config voc_ssd300 --out runs/voc
 
+``batch_size`` is the global batch: under torchrun each of N processes takes
+``batch_size / N`` images of it, so the second command runs the single-GPU recipe (batch
+32, the same learning rate and steps) on four GPUs.
+
 The loop, read top to bottom in :func:`train`:
 
 1. build the model, the data and the optimizer from a :class:`~ssdlearn.config.TrainConfig`
@@ -10,10 +14,15 @@ The loop, read top to bottom in :func:`train`:
 2. each step: match the padded ground truth to the default boxes and encode it (lesson 03),
    run the network (lesson 04) under mixed precision on a GPU, compute the MultiBox loss
    (lesson 05), step SGD with warmup and step decay; no host sync inside the step;
-3. every ``log_every`` steps: the NaN/inf guard, the progress bar and the CSV log;
+3. every ``log_every`` steps: the NaN/inf guard and the ``max_minutes`` clock, the progress
+   bar and the CSV log;
 4. every ``eval_every`` steps: mAP on held-out images (:mod:`ssdlearn.evaluate`, lesson 08);
    every ``checkpoint_every`` steps: an atomic checkpoint that resumes the run exactly
    (:mod:`ssdlearn.checkpoint`).
+
+With several processes every decision to stop is taken together: the NaN/inf flag and the
+clock are reduced over all ranks (max) before anyone acts on them, and the others wait for
+rank 0's evaluation and checkpoint, so no rank is ever left alone inside a collective.
 
 Reproducibility: the data order and every augmentation are functions of (seed, epoch,
 index), so a run resumed from a checkpoint sees the same batches as one that never stopped.
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime
 import json
 import os
 import time
@@ -36,7 +46,7 @@ from torch.utils.data import Dataset
 
 from .checkpoint import config_from_checkpoint, load_checkpoint, load_model, save_checkpoint
 from .config import CONFIGS, TrainConfig, build_datasets, build_model, pick_device
-from .data.loader import make_train_loader
+from .data.loader import make_train_loader, per_process_batch
 from .evaluate import evaluate
 from .loss import MultiBoxLoss
 from .matching import encode, match_batch
@@ -136,9 +146,48 @@ def _distributed() -> tuple[int, int]:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    return rank, world_size
+        # The other ranks wait in a collective while rank 0 evaluates: a COCO evaluation
+        # may take longer than the default 10 minutes.
+        dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _agree(flags: Tensor, world_size: int) -> Tensor:
+    """``flags``' element-wise max over all processes (in place), so that every rank takes
+    the same decision: a rank that stopped alone would leave the others in a collective."""
+    if world_size > 1:
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return flags
+
+
+def _load_scaler(scaler: torch.amp.GradScaler, state: dict) -> None:
+    """Restore the grad scaler when both runs use one. A CPU, float32 or bf16 run saves an
+    empty state (its scaler is off): an fp16 run resumed from it starts a fresh scale, and a
+    run without fp16 has no use for an fp16 run's scale."""
+    if scaler.is_enabled() and state:
+        scaler.load_state_dict(state)
+
+
+_LOG_HEADER = ["step", "lr", "loss", "loc_loss", "conf_loss", "positives_per_image",
+               "images_per_second", "seconds"]
+
+
+def _open_log(path: Path, resumed_step: int | None):
+    """``log.csv`` opened for writing. On a resume, the rows up to ``resumed_step`` are kept
+    and those after it (written after the checkpoint, before the run stopped) dropped: the
+    resumed run writes them again."""
+    rows = []
+    if resumed_step is not None and path.is_file():
+        with open(path, newline="") as file:
+            rows = [row for row in list(csv.reader(file))[1:]
+                    if row and row[0].isdigit() and int(row[0]) <= resumed_step]
+    file = open(path, "w", newline="")
+    writer = csv.writer(file)
+    writer.writerows([_LOG_HEADER, *rows])
+    file.flush()
+    return file, writer
 
 
 class NonFiniteLossError(RuntimeError):
@@ -168,12 +217,15 @@ def train(config: TrainConfig, out: str | Path, resume: str | Path | None = None
     if resume == "auto":
         resume = out / "last.pt" if (out / "last.pt").is_file() else None
     if resume is not None:
-        checkpoint = load_checkpoint(resume)
+        checkpoint = load_checkpoint(resume)  # on the CPU: resumes on any device
         config = config_from_checkpoint(checkpoint)
+    local_batch = per_process_batch(config.batch_size, world_size)
     device = pick_device(config.device)
     if device.type == "cuda" and world_size > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
+    # The data first: a missing dataset is reported before any backbone download.
+    train_set, val_set = datasets if datasets is not None else build_datasets(config)[:2]
 
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
@@ -185,8 +237,8 @@ def train(config: TrainConfig, out: str | Path, resume: str | Path | None = None
     step = 0
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint["scaler"])
+        optimizer.load_state_dict(checkpoint["optimizer"])  # moves the state to the device
+        _load_scaler(scaler, checkpoint.get("scaler") or {})
         step = checkpoint["step"]
     ddp_model = model
     if world_size > 1:
@@ -196,18 +248,12 @@ def train(config: TrainConfig, out: str | Path, resume: str | Path | None = None
     loss_fn = MultiBoxLoss()
     priors = model.priors
 
-    train_set, val_set = datasets if datasets is not None else build_datasets(config)[:2]
     batches = make_train_loader(train_set, config, step, rank, world_size)
+    log_file = log = None
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
-    log_path = out / "log.csv"
-    new_log = not log_path.exists() or checkpoint is None
-    log_file = open(log_path, "w" if new_log else "a", newline="") if main_process else None
-    log = csv.writer(log_file) if log_file else None
-    if log and new_log:
-        log.writerow(["step", "lr", "loss", "loc_loss", "conf_loss", "positives_per_image",
-                      "images_per_second", "seconds"])
+        log_file, log = _open_log(out / "log.csv", step if checkpoint is not None else None)
 
     bar = None
     if progress and main_process:
@@ -235,43 +281,60 @@ def train(config: TrainConfig, out: str | Path, resume: str | Path | None = None
             gt_labels = targets["labels"].to(device, non_blocking=True)
             values = train_step(forward_model, loss_fn, optimizer, scaler, images, gt_boxes,
                                 gt_labels, priors, amp_dtype, config.grad_clip, world_size)
-            # Remember the first non-finite step on the device; checked at the next log.
+            # Remember the first non-finite step on the device; checked at the next decision.
             finite = torch.isfinite(values[0])
             first_bad = torch.where((first_bad < 0) & ~finite, step, first_bad)
             running += torch.nan_to_num(values, nan=0.0, posinf=0.0)
             step += 1
             window_steps += 1
-            if step % config.log_every == 0 or step == config.steps:
-                if first_bad.item() >= 0:  # the one sync per log interval
-                    raise NonFiniteLossError(
-                        f"the loss became NaN or infinite at step {first_bad.item()} "
-                        f"(lr {learning_rate(int(first_bad.item()), config):.3g}); lower the "
-                        f"learning rate, add grad_clip, or check that batch's boxes")
+            logging = step % config.log_every == 0 or step == config.steps
+            saving = step % config.checkpoint_every == 0 or step == config.steps
+            evaluating = step % config.eval_every == 0 or step == config.steps
+            if not (logging or saving or evaluating):
+                continue
+            # One decision for all ranks (the one host sync of the interval): the earliest
+            # non-finite step on any rank, and whether any rank's clock ran out.
+            late = (config.max_minutes is not None
+                    and time.perf_counter() - start > 60 * config.max_minutes)
+            flags = torch.stack([torch.where(first_bad >= 0, _NEVER - first_bad, 0),
+                                 torch.tensor(int(late), device=device)])
+            bad_code, out_of_time = _agree(flags, world_size).tolist()
+            if bad_code:
+                bad_step = _NEVER - bad_code
+                where = ""
+                if world_size > 1:
+                    which = "this one" if first_bad.item() == bad_step else "another one"
+                    where = f" in one of {world_size} processes ({which})"
+                raise NonFiniteLossError(
+                    f"the loss became NaN or infinite at step {bad_step}{where} "
+                    f"(lr {learning_rate(bad_step, config):.3g}); lower the "
+                    f"learning rate, add grad_clip, or check that batch's boxes")
+            if logging:
                 mean = (running / window_steps).tolist()
                 now = time.perf_counter()
-                speed = window_steps * config.batch_size * world_size / (now - window_start)
+                speed = window_steps * config.batch_size / (now - window_start)
                 if bar is not None:
                     bar.update(window_steps)
                     bar.set_postfix(loss=f"{mean[0]:.3f}", loc=f"{mean[1]:.3f}",
                                     conf=f"{mean[2]:.3f}", img_s=f"{speed:.0f}")
                 if log:
                     log.writerow([step, f"{lr:.6g}", f"{mean[0]:.5f}", f"{mean[1]:.5f}",
-                                  f"{mean[2]:.5f}", f"{mean[3] / config.batch_size:.2f}",
+                                  f"{mean[2]:.5f}", f"{mean[3] / local_batch:.2f}",
                                   f"{speed:.1f}", f"{now - start:.1f}"])
                     log_file.flush()
                 running.zero_()
                 window_start, window_steps = now, 0
-            out_of_time = (config.max_minutes is not None
-                           and time.perf_counter() - start > 60 * config.max_minutes)
-            if main_process and (step % config.checkpoint_every == 0 or step == config.steps
-                                 or out_of_time):
-                save_checkpoint(out / "last.pt", model=model.state_dict(),
-                                optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-                                step=step, config=dataclasses.asdict(config))
-            if main_process and (step % config.eval_every == 0 or step == config.steps
-                                 or out_of_time):
-                metrics = evaluate(model, val_set, config.batch_size, device=device)
-                if bar is not None:
+            if saving or evaluating or out_of_time:
+                save = saving or bool(out_of_time)
+                state = (dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                              scaler=scaler.state_dict(), step=step,
+                              config=dataclasses.asdict(config))
+                         if save and main_process else None)
+                found = _rank0_work(main_process, world_size, device, state, out / "last.pt",
+                                    model, val_set if evaluating or out_of_time else None,
+                                    config.batch_size)
+                metrics = found or metrics
+                if bar is not None and metrics and evaluating:
                     bar.write(f"step {step}: mAP@[.5:.95] {metrics['map']:.3f}, "
                               f"mAP@0.5 {metrics['map_50']:.3f}")
             if out_of_time:
@@ -284,8 +347,35 @@ def train(config: TrainConfig, out: str | Path, resume: str | Path | None = None
     seconds = time.perf_counter() - start
     trained = step - first_step
     result = {**metrics, "steps": step, "seconds": round(seconds, 1),
-              "images_per_second": round(trained * config.batch_size * world_size / seconds, 1)
+              "images_per_second": round(trained * config.batch_size / seconds, 1)
               if trained else 0.0}
     if main_process:
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+# Bad steps travel as _NEVER - step, so that a max over ranks finds the earliest one.
+_NEVER = 2**62
+
+
+def _rank0_work(main_process: bool, world_size: int, device: torch.device,
+                state: dict | None, path: Path, model: nn.Module, val_set: Dataset | None,
+                batch_size: int) -> dict:
+    """Rank 0 saves ``state`` (if given) and evaluates on ``val_set`` (if given) while the
+    others wait; then all agree on whether it went well (the reduction is the barrier), so
+    an error on rank 0 stops every rank instead of leaving them in the next collective."""
+    metrics, error = {}, None
+    if main_process:
+        try:
+            if state is not None:
+                save_checkpoint(path, **state)
+            if val_set is not None:
+                metrics = evaluate(model, val_set, batch_size, device=device)
+        except Exception as caught:  # re-raised below, once the other ranks know
+            error = caught
+    failed = _agree(torch.tensor([int(error is not None)], device=device), world_size)
+    if error is not None:
+        raise error
+    if failed.item():
+        raise RuntimeError("rank 0 failed while checkpointing or evaluating; see its error")
+    return metrics

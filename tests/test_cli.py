@@ -49,12 +49,97 @@ def test_detect_writes_pictures_and_json(checkpoint, tmp_path, capsys):
     assert "detections ->" in capsys.readouterr().out
 
 
-def test_clear_errors_for_missing_or_foreign_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
-        ssdlearn_main(["evaluate", "--checkpoint", str(tmp_path / "none.pt")])
+@pytest.mark.parametrize("argv, message", [
+    (["evaluate", "--checkpoint", "{tmp}/none.pt"], "error: no checkpoint at"),
+    (["evaluate", "--checkpoint", "{tmp}/junk.pt"], "error: {tmp}/junk.pt is not a readable"),
+    (["detect", "--checkpoint", "{ckpt}", "{tmp}/notes.txt", "--device", "cpu"],
+     "error: {tmp}/notes.txt is not an image file"),
+    (["train", "--steps", "-5"], "error: steps must be >= 1, got -5"),
+    (["train", "--steps", "abc"], "error: --steps abc: expected a whole number"),
+    (["train", "--config", "voc_ssd300", "--data-root", "{tmp}/nodata", "--device", "cpu"],
+     "error: no PASCAL VOC 2007 found under root="),
+    (["diagnose", "--checkpoint", "{tmp}/none.pt"], "error: no checkpoint at"),
+])
+def test_bad_inputs_print_one_error_line(argv, message, checkpoint, tmp_path, capsys):
     (tmp_path / "junk.pt").write_text("junk")
-    with pytest.raises(ValueError, match="not a readable ssdlearn checkpoint"):
-        ssdlearn_main(["evaluate", "--checkpoint", str(tmp_path / "junk.pt")])
+    (tmp_path / "notes.txt").write_text("not an image")
+    argv = [a.format(tmp=tmp_path, ckpt=checkpoint) for a in argv]
+    assert ssdlearn_main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(message.format(tmp=tmp_path)) and err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        ssdlearn_main(["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--debug"])
+
+
+def test_a_missing_dataset_is_found_before_any_download(tmp_path, monkeypatch, capsys):
+    import ssdlearn.model as model_module
+
+    def no_download(weights):
+        raise AssertionError("the backbone was fetched before the dataset was checked")
+
+    monkeypatch.setattr(model_module, "_backbone_state_dict", no_download)
+    assert ssdlearn_main(["train", "--config", "voc_ssd300", "--device", "cpu",
+                          "--data-root", str(tmp_path)]) == 1
+    assert "no PASCAL VOC 2007 found" in capsys.readouterr().err
+
+
+def _png(tmp_path, side=90):
+    image, _ = ShapesDataset(1, side, seed=4)[0]
+    path = tmp_path / "shapes.png"
+    Image.fromarray((image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_detect_tiled_gives_boxes_in_the_whole_images_pixels(checkpoint, tmp_path, capsys):
+    path = _png(tmp_path, 160)
+    assert ssdlearn_main(["detect", "--checkpoint", str(checkpoint), str(path), "--out",
+                          str(tmp_path / "out"), "--score-threshold", "0.0", "--tile", "64",
+                          "--tile-overlap", "0.25", "--pre-nms-top-k", "50",
+                          "--device", "cpu"]) == 0
+    records = json.loads((tmp_path / "out" / "shapes.json").read_text())
+    assert records
+    assert max(r["box_xyxy"][2] for r in records) > 64  # beyond the first tile
+    for record in records:
+        x1, y1, x2, y2 = record["box_xyxy"]
+        assert 0 <= x1 <= x2 <= 160 and 0 <= y1 <= y2 <= 160
+
+
+@pytest.mark.slow
+def test_detect_with_torchvision_weights(tmp_path, monkeypatch, capsys):
+    from torchvision.models import detection
+
+    real = detection.ssd300_vgg16
+
+    def offline(weights=None, **kwargs):  # the real weights need a download: random ones
+        assert weights == detection.SSD300_VGG16_Weights.COCO_V1
+        return real(weights=None, weights_backbone=None, num_classes=91)
+
+    monkeypatch.setattr(detection, "ssd300_vgg16", offline)
+    path = _png(tmp_path)
+    assert ssdlearn_main(["detect", "--torchvision", "ssd300_vgg16", str(path), "--out",
+                          str(tmp_path / "out"), "--score-threshold", "0.0",
+                          "--device", "cpu"]) == 0
+    records = json.loads((tmp_path / "out" / "shapes.json").read_text())
+    names = detection.SSD300_VGG16_Weights.COCO_V1.meta["categories"]
+    assert records and all(r["class"] == names[r["label"]] for r in records)
+    assert all(0 <= v <= 90 for r in records for v in r["box_xyxy"])
+
+
+def test_evaluate_takes_pre_nms_top_k(checkpoint, tmp_path):
+    assert ssdlearn_main(["evaluate", "--checkpoint", str(checkpoint), "--device", "cpu",
+                          "--pre-nms-top-k", "none", "--json", str(tmp_path / "m.json")]) == 0
+    assert 0 <= json.loads((tmp_path / "m.json").read_text())["map_50"] <= 1
+
+
+def test_grade_diagnose_and_export_parse_in_cli():
+    from ssdlearn.__main__ import COMMANDS
+
+    for name in ("grade", "diagnose", "export", "train", "evaluate", "detect"):
+        assert COMMANDS[name][0] == f"ssdlearn.cli:{name}_main"
 
 
 def test_unknown_command(capsys):

@@ -1,6 +1,7 @@
 """VOC and COCO loaders, collate and safe extraction, on small fixtures written here in the
 real on-disk formats. No network."""
 
+import dataclasses
 import io
 import json
 import os
@@ -642,3 +643,66 @@ def test_download_table_and_cli_without_network(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["--help"])
     assert info.value.code == 0 and "voc2007" in capsys.readouterr().out
+
+
+# ---- COCO: area, crowd regions, the preset's folder ------------------------------------
+
+
+def test_coco_area_is_the_annotations_and_survives_transform_and_collate(tmp_path):
+    from ssdlearn.augment import ssd_eval_transform
+
+    annotations = [dict(a) for a in COCO_ANNOTATIONS]
+    annotations[0]["area"] = 33.5  # a segment smaller than its 10 x 8 box
+    del annotations[3]["area"]  # absent: the box's w * h
+    write_coco(tmp_path, annotations=annotations)
+    dataset = COCODataset(tmp_path, transform=ssd_eval_transform(32))
+    _, target = dataset[1]
+    assert target["area"].tolist() == [33.5, 400.0] and target["area"].dtype == torch.float32
+    _, batch = collate_detection([dataset[1], dataset[2]])
+    assert batch["area"].tolist() == [[33.5, 400.0], [100.0, 0.0]]  # 0 on padding
+
+
+def test_coco_presets_read_where_the_downloader_writes(tmp_path):
+    from ssdlearn.config import CONFIGS, build_datasets, coco_root
+
+    for name in ("coco_ssd300", "coco_resnet18", "coco_resnet50"):
+        written = Path("data") / DATASETS["coco2017"][0].subdir  # download(name, "data")
+        assert Path(CONFIGS[name].data_root) == written
+    write_coco(tmp_path / "coco", split="val2017")
+    assert coco_root(tmp_path) == tmp_path / "coco" == coco_root(tmp_path / "coco")
+    config = dataclasses.replace(CONFIGS["coco_ssd300"], data_root=str(tmp_path),
+                                 train_split="val2017")
+    train, val, names = build_datasets(config)
+    assert len(train) == len(val) == 3 and names[1:] == ("person", "car", "toothbrush")
+
+
+class _Oracle(torch.nn.Module):
+    """A 'model' with one default box per given box that predicts exactly those boxes."""
+
+    def __init__(self, boxes_cxcywh, labels, num_classes):
+        super().__init__()
+        self.register_buffer("priors", boxes_cxcywh)
+        conf = torch.full((len(labels), num_classes), -20.0)
+        conf[torch.arange(len(labels)), labels] = 20.0
+        self.register_buffer("conf", conf)
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, images):
+        batch = len(images)
+        return (torch.zeros(batch, len(self.priors), 4),
+                self.conf.expand(batch, -1, -1) + self.weight)
+
+
+def test_evaluate_ignores_crowd_regions_of_a_coco_model(tmp_path):
+    from ssdlearn.augment import ssd_eval_transform
+    from ssdlearn.evaluate import evaluate
+
+    write_coco(tmp_path)
+    dataset = torch.utils.data.Subset(COCODataset(tmp_path, transform=ssd_eval_transform(32)),
+                                      [1])  # image 7: a car and a toothbrush crowd
+    # Detects only the car: with the crowd ignored, the only class that counts is found.
+    car = torch.tensor([[(4 + 14) / 80, (2 + 10) / 40, 10 / 40, 8 / 20]])
+    model = _Oracle(car, torch.tensor([2]), num_classes=4)
+    metrics = evaluate(model, dataset, batch_size=1, device=torch.device("cpu"))
+    assert metrics["map"] == pytest.approx(1.0)
+    assert set(metrics["ap_per_class"]) == {2}  # the crowd-only class is not averaged

@@ -319,7 +319,8 @@ def test_voc_float32_and_integer_labels_of_any_kind():
 
 
 def pycocotools_stats(predictions, targets):
-    """COCOeval's first six stats on the same boxes, written as COCO json (area = w * h)."""
+    """COCOeval's first six stats on the same boxes, written as COCO json (area: the
+    target's ``area`` where given, else w * h)."""
     pytest.importorskip("pycocotools")
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -329,11 +330,14 @@ def pycocotools_stats(predictions, targets):
     for i, (p, t) in enumerate(zip(predictions, targets)):
         images.append({"id": i + 1, "width": 640, "height": 640})
         crowd = t.get("iscrowd", torch.zeros(len(t["labels"]), dtype=torch.bool))
-        for box, label, is_crowd in zip(t["boxes"].tolist(), t["labels"].tolist(), crowd.tolist()):
+        areas = t.get("area", [None] * len(t["labels"]))
+        for box, label, is_crowd, area in zip(t["boxes"].tolist(), t["labels"].tolist(),
+                                              crowd.tolist(), list(areas)):
             x1, y1, x2, y2 = box
             w, h = x2 - x1, y2 - y1
             annotations.append({"id": len(annotations) + 1, "image_id": i + 1,
-                                "category_id": label, "bbox": [x1, y1, w, h], "area": w * h,
+                                "category_id": label, "bbox": [x1, y1, w, h],
+                                "area": w * h if area is None else float(area),
                                 "iscrowd": int(is_crowd)})  # fmt: skip
             categories.add(label)
         for box, score, label in zip(p["boxes"].tolist(), p["scores"].tolist(),
@@ -364,6 +368,36 @@ def test_coco_equals_pycocotools(seed):
     expected = pycocotools_stats(predictions, targets)
     for key, value in expected.items():
         assert result[key] == pytest.approx(value, abs=1e-9), key
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_coco_size_ranges_use_the_annotations_area(seed):
+    """COCO's ``area`` is the segment's, smaller than the box's: an object's size range
+    follows it, as in pycocotools."""
+    predictions, targets = random_case(300 + seed, num_images=8, num_classes=3, crowd=0.1)
+    g = torch.Generator().manual_seed(seed)
+    moved = 0
+    for t in targets:
+        wh = t["boxes"][:, 2:] - t["boxes"][:, :2]
+        t["area"] = wh.prod(dim=1) * (0.3 + 0.7 * torch.rand(len(wh), generator=g,
+                                                             dtype=torch.float64))
+        box_area = wh.prod(dim=1)
+        moved += int(((box_area > 32**2) & (t["area"] <= 32**2)).sum()
+                     + ((box_area > 96**2) & (t["area"] <= 96**2)).sum())
+    assert moved > 0  # some objects change range
+    result = evaluate_coco(predictions, targets)
+    expected = pycocotools_stats(predictions, targets)
+    for key, value in expected.items():
+        assert result[key] == pytest.approx(value, abs=1e-9), key
+    without = evaluate_coco(predictions, [{k: v for k, v in t.items() if k != "area"}
+                                          for t in targets])
+    assert any(without[k] != result[k] for k in ("map_small", "map_medium", "map_large"))
+
+
+def test_coco_area_must_have_one_value_per_box():
+    with pytest.raises(ValueError, match=r"targets\[0\]\['area'\] must be a Tensor\[1\]"):
+        evaluate_coco([prediction([], [], [])],
+                      [{**target([[0, 0, 10, 10]], [1]), "area": torch.tensor([1.0, 2.0])}])
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -63,15 +63,103 @@ def test_train_writes_log_checkpoint_and_metrics(tmp_path):
 
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
-    train(SMALL, tmp_path / "straight", progress=False)
-    train(SMALL, tmp_path / "stopped", progress=False, stop_after=3)
+    config = dataclasses.replace(SMALL, augment=True)  # the resumed augmentation must match too
+    train(config, tmp_path / "straight", progress=False)
+    train(config, tmp_path / "stopped", progress=False, stop_after=3)
     assert load_checkpoint(tmp_path / "stopped" / "last.pt")["step"] == 3
-    train(SMALL, tmp_path / "stopped", progress=False, resume="auto")
+    train(config, tmp_path / "stopped", progress=False, resume="auto")
     a = load_checkpoint(tmp_path / "straight" / "last.pt")
     b = load_checkpoint(tmp_path / "stopped" / "last.pt")
     assert b["step"] == 6
     assert state_equal(a["model"], b["model"])
-    assert state_equal(a["optimizer"]["state"][0], b["optimizer"]["state"][0])
+    assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    for key in a["optimizer"]["state"]:
+        assert state_equal(a["optimizer"]["state"][key], b["optimizer"]["state"][key]), key
+    # log.csv: the same steps as the uninterrupted run, none twice.
+    steps = [row.split(",")[0] for row in (tmp_path / "stopped" / "log.csv").read_text()
+             .splitlines()[1:]]
+    assert steps == ["2", "4", "6"]
+
+
+def test_resume_drops_log_rows_written_after_the_checkpoint(tmp_path):
+    config = dataclasses.replace(SMALL, checkpoint_every=3, log_every=1)
+    train(config, tmp_path, progress=False, stop_after=5)  # checkpoint at 3, rows 1..5
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 3
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5"]
+    train(config, tmp_path, progress=False, resume="auto")
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("step,lr,loss")
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5", "6"]
+
+
+def test_resume_across_a_grad_scaler_change(tmp_path, monkeypatch):
+    import ssdlearn.train as train_module
+
+    config = dataclasses.replace(SMALL, steps=9, lr_milestones=(7,))
+    # A CPU run (no scaler) saves an empty scaler state ...
+    train(config, tmp_path, progress=False, stop_after=3)
+    assert load_checkpoint(tmp_path / "last.pt")["scaler"] == {}
+    # ... and resuming with fp16 (a scaler) starts a fresh scale instead of failing on it.
+    monkeypatch.setattr(train_module, "autocast_dtype", lambda device, enabled: torch.float16)
+    assert train(config, tmp_path, progress=False, resume="auto", stop_after=3)["steps"] == 6
+    fp16 = load_checkpoint(tmp_path / "last.pt")
+    assert fp16["step"] == 6 and fp16["scaler"]["scale"] > 0  # an fp16 run saves its scale
+    # Back to no scaler (bf16 / CPU): the fp16 scale is not needed and not loaded.
+    monkeypatch.setattr(train_module, "autocast_dtype", lambda device, enabled: None)
+    assert train(config, tmp_path, progress=False, resume="auto")["steps"] == 9
+    assert load_checkpoint(tmp_path / "last.pt")["scaler"] == {}
+
+
+def test_load_scaler_only_when_both_runs_have_one():
+    from ssdlearn.train import _load_scaler
+
+    enabled = torch.amp.GradScaler("cpu", init_scale=8.0, enabled=True)
+    _load_scaler(enabled, {})  # a CPU/bf16 checkpoint: nothing to load
+    assert enabled.get_scale() == 8.0
+    saved = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, enabled=True)
+    _load_scaler(enabled, saved.state_dict())
+    assert enabled.get_scale() == 2.0 ** 10
+    disabled = torch.amp.GradScaler("cpu", enabled=False)
+    _load_scaler(disabled, saved.state_dict())  # an fp16 checkpoint in a bf16 run
+    assert disabled.state_dict() == {}
+
+
+def test_batch_size_is_the_global_batch(tmp_path):
+    from ssdlearn.data.loader import per_process_batch
+
+    assert per_process_batch(32, 4) == 8 and per_process_batch(32, 1) == 32
+    with pytest.raises(ValueError, match="multiple of 3"):
+        per_process_batch(32, 3)
+
+
+def test_training_drops_crowd_regions():
+    from ssdlearn.data.loader import AugmentedDataset, drop_crowd
+
+    target = {"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0]]),
+              "labels": torch.tensor([1, 2]), "iscrowd": torch.tensor([False, True]),
+              "area": torch.tensor([10.0, 99.0]), "size": torch.tensor([2, 2]),
+              "image_id": 7}
+    kept = drop_crowd(target)
+    assert kept["labels"].tolist() == [1] and kept["area"].tolist() == [10.0]
+    assert kept["iscrowd"].tolist() == [False] and kept["size"].tolist() == [2, 2]
+    dataset = AugmentedDataset([(torch.zeros(3, 8, 8), target)],
+                               lambda image, t, generator: (image, t), seed=0)
+    assert dataset[(0, 0)][1]["labels"].tolist() == [1]
+
+
+def test_backbone_download_failure_says_what_to_do(monkeypatch):
+    import urllib.error
+
+    import ssdlearn.model as model_module
+
+    def offline(weights):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(model_module, "_backbone_state_dict", offline)
+    with pytest.raises(OSError, match="--backbone-weights none"):
+        build_model(CONFIGS["voc_ssd300"])
 
 
 class PoisonedShapes(ShapesDataset):

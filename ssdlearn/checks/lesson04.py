@@ -1,59 +1,76 @@
-"""Self-check of lesson 04: from a predictor's output map to one row per default box."""
+"""Self-check of lesson 04: the parameters of SSD's predictor heads, for any layout."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
-from torch import Tensor
 
+from ..anchors import SSD300_COCO, SSD512_VOC, PriorConfig
 from ._run import Case, CheckResult, Mistake, run_check
 
-__all__ = ["flatten_predictions"]
+__all__ = ["head_parameters_check"]
 
 
-def _flatten_reference(head_output: Tensor, values_per_box: int) -> Tensor:
-    batch = head_output.shape[0]
-    return head_output.permute(0, 2, 3, 1).reshape(batch, -1, values_per_box)
+def _heads(config: PriorConfig, channels: Sequence[int], num_classes: int, *,
+           kernel: int = 3, bias: bool = True, values: Callable[[int], int] | None = None,
+           boxes: Callable[[Sequence[float]], int] | None = None) -> int:
+    """Parameters of one loc + one conf convolution per map; keywords build the mistakes."""
+    values_per_box = values(num_classes) if values else 4 + num_classes
+    total = 0
+    for c_in, ratios in zip(channels, config.aspect_ratios):
+        # two square boxes (s_k and sqrt(s_k * s_k+1)), then each ratio and its reciprocal
+        k = boxes(ratios) if boxes else 2 + 2 * len(ratios)
+        outputs = k * values_per_box
+        total += kernel * kernel * c_in * outputs + (outputs if bias else 0)
+    return total
 
 
-def _flatten_without_permute(head_output: Tensor, values_per_box: int) -> Tensor:
-    return head_output.reshape(head_output.shape[0], -1, values_per_box)
+def _reference(config, channels, num_classes):
+    return _heads(config, channels, num_classes)
 
 
-def _flatten_columns_first(head_output: Tensor, values_per_box: int) -> Tensor:
-    return head_output.permute(0, 3, 2, 1).reshape(head_output.shape[0], -1, values_per_box)
-
-
-def _flatten_values_outer(head_output: Tensor, values_per_box: int) -> Tensor:
-    b, channels, h, w = head_output.shape
-    k = channels // values_per_box
-    grouped = head_output.reshape(b, values_per_box, k, h, w)  # channel = value * k + box
-    return grouped.permute(0, 3, 4, 2, 1).reshape(b, -1, values_per_box)
-
-
-_FLATTEN_MISTAKES = [
-    Mistake(_flatten_without_permute,
-            "A reshape alone mixes channels of different cells. Move the channels last "
-            "first (permute), so each cell's k * values numbers are contiguous."),
-    Mistake(_flatten_columns_first,
-            "Cells must go row by row (y, then x), like the default boxes: "
-            "[B, C, H, W] -> [B, H, W, C]."),
-    Mistake(_flatten_values_outer,
-            "Channels are grouped box by box: channels 0..3 are box 0's values, 4..7 box 1's."),
+_HEAD_MISTAKES = [
+    Mistake(lambda cfg, ch, c: _heads(cfg, ch, c, bias=False),
+            "Each output channel of a convolution has a bias too: (3*3*C_in + 1) per channel."),
+    Mistake(lambda cfg, ch, c: _heads(cfg, ch, c, kernel=1),
+            "The predictors are 3x3 convolutions: each output channel reads 3*3*C_in inputs."),
+    Mistake(lambda cfg, ch, c: _heads(cfg, ch, c, boxes=lambda r: 1 + 2 * len(r)),
+            "k counts two square boxes (s_k and the extra sqrt(s_k * s_k+1)), then each ratio "
+            "and its reciprocal: k = 2 + 2 * len(ratios)."),
+    Mistake(lambda cfg, ch, c: _heads(cfg, ch, c, boxes=lambda r: 2 + len(r)),
+            "Each ratio in config.aspect_ratios brings its reciprocal too (2 and 1/2): "
+            "k = 2 + 2 * len(ratios)."),
+    Mistake(lambda cfg, ch, c: _heads(cfg, ch, c, boxes=lambda r: 1 + len(r)),
+            "config.aspect_ratios lists only the ratios > 1: add their reciprocals and the two "
+            "square boxes, k = 2 + 2 * len(ratios)."),
+    Mistake(lambda cfg, ch, c: _heads(cfg, ch, c, values=lambda n: n),
+            "There are two heads per map: k * 4 box offsets and k * C class scores."),
+    Mistake(lambda cfg, ch, c: _heads(cfg, ch, c, values=lambda n: 4),
+            "There are two heads per map: k * 4 box offsets and k * C class scores."),
+    Mistake(lambda cfg, ch, c: _heads(cfg, ch, c, values=lambda n: n + 3),
+            "num_classes already counts the background: the conf head has k * num_classes "
+            "channels, the loc head k * 4."),
+    Mistake(lambda cfg, ch, c: _heads(cfg, ch, c, values=lambda n: 4 * n),
+            "A box gets 4 offsets *and* C scores, (4 + C) values, not 4 * C."),
 ]  # fmt: skip
 
 
-def flatten_predictions(fn: Callable[[Tensor, int], Tensor]) -> CheckResult:
-    """Check ``fn(head_output[B, k*v, H, W], v) -> Tensor[B, H*W*k, v]`` in default-box order."""
-    generator = torch.Generator().manual_seed(0)
-    shapes = [("a 2x3 map with 2 boxes per cell, 4 offsets each", (1, 8, 2, 3), 4),
-              ("a batch of 2 on a 3x3 map, 6 boxes, 21 class scores", (2, 126, 3, 3), 21),
-              ("a 1x1 map with 4 boxes", (3, 16, 1, 1), 4),
-              ("a 5x4 map with 3 boxes", (2, 12, 5, 4), 4)]
-    cases = []
-    for description, shape, values in shapes:
-        head_output = torch.randn(shape, generator=generator, dtype=torch.float64)
-        cases.append(Case(description, (head_output, values),
-                          _flatten_reference(head_output, values)))
-    return run_check("Flatten predictions", fn, cases, _FLATTEN_MISTAKES)
+def head_parameters_check(fn: Callable[[PriorConfig, Sequence[int], int], int]) -> CheckResult:
+    """Check ``fn(config, channels, num_classes) -> int``: the weights and biases of every
+    map's 3x3 loc and conf predictors (the heads only, not the backbone)."""
+    one_map = PriorConfig(image_size=64, feature_maps=[4], min_sizes=[16], max_sizes=[32],
+                          aspect_ratios=[(2,)], name="one map")
+    squares = PriorConfig(image_size=96, feature_maps=[12, 6], min_sizes=[10, 30],
+                          max_sizes=[30, 60], aspect_ratios=[(), (2, 3, 4)], name="squares")
+    specs = [
+        ("SSD512 on VOC (7 maps, 21 classes)", SSD512_VOC, [512, 1024, 512, 256, 256, 256, 256],
+         21),
+        ("SSD300 on COCO (81 classes)", SSD300_COCO, [512, 1024, 512, 256, 256, 256], 81),
+        ("one map, ratios (2,), 2 classes", one_map, [8], 2),
+        ("a map with square boxes only, then ratios (2, 3, 4)", squares, [64, 128], 6),
+    ]  # fmt: skip
+    cases = [Case(description, (config, channels, classes),
+                  torch.tensor(float(_reference(config, channels, classes))))
+             for description, config, channels, classes in specs]
+    return run_check("Head parameters", fn, cases, _HEAD_MISTAKES, atol=0.5)

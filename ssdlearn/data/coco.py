@@ -7,7 +7,7 @@ The layout the official zips unpack to::
     val2017/000000000139.jpg
 
 The JSON holds ``images`` (id, file_name, width, height), ``annotations`` (image_id,
-category_id, bbox as ``[x, y, w, h]`` in pixels, iscrowd) and ``categories`` (id, name).
+category_id, bbox as ``[x, y, w, h]`` in pixels, iscrowd, area) and ``categories`` (id, name).
 The 80 category ids run from 1 to 90 with gaps; the network needs contiguous labels, so
 categories become labels 1..80 in increasing id order, and evaluation maps them back with
 ``label_to_category_id``.
@@ -75,8 +75,11 @@ class COCODataset(AnnotatedImages):
 
     A sample is ``(image, target)``: ``image`` a float ``Tensor[3, H, W]`` in [0, 1] (RGB),
     ``target`` a dict with ``boxes: Tensor[G, 4]`` (xyxy, normalized by the image size),
-    ``labels: LongTensor[G]`` (1..80), ``iscrowd: BoolTensor[G]``, ``image_id`` (the COCO
-    int id) and ``size``: ``LongTensor[2]``, the original ``(height, width)``.
+    ``labels: LongTensor[G]`` (1..80), ``iscrowd: BoolTensor[G]``, ``area: Tensor[G]`` (the
+    annotation's ``area``, the segment's, in pixels^2 of the original image: what COCO's
+    size ranges use; ``w * h`` of the bbox where it is absent; transforms leave it as it
+    is), ``image_id`` (the COCO int id) and ``size``: ``LongTensor[2]``, the original
+    ``(height, width)``.
 
     Crowd regions are kept, flagged by ``iscrowd``: COCO evaluation needs them (detections
     on a crowd are ignored, not false positives); training code may drop them. Annotations
@@ -148,6 +151,8 @@ class COCODataset(AnnotatedImages):
             raise ValueError(f"{path}: every annotation's bbox must be 4 numbers "
                              "[x, y, width, height]") from None
         iscrowd = np.array([bool(a.get("iscrowd", 0)) for a in annotations], dtype=bool)
+        area = np.array([a.get("area", np.nan) for a in annotations], dtype=np.float64)
+        area = np.where(np.isnan(area), xywh[:, 2] * xywh[:, 3], area)  # absent: the box's
 
         boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
         size = self.sizes.numpy()[image_index]  # [A, 2] (height, width)
@@ -160,6 +165,7 @@ class COCODataset(AnnotatedImages):
         self._boxes = boxes[keep][order].astype(np.float32)  # [A, 4] xyxy, pixels
         self._labels = labels[keep][order]
         self._iscrowd = iscrowd[keep][order]
+        self._area = area[keep][order].astype(np.float32)
         counts = np.bincount(image_index[keep], minlength=len(self.ids))
         self._offsets = np.concatenate([[0], np.cumsum(counts)])
 
@@ -182,6 +188,7 @@ class COCODataset(AnnotatedImages):
             "boxes": to_normalized(torch.from_numpy(self._boxes[start:end]), (height, width)),
             "labels": torch.from_numpy(self._labels[start:end].copy()),
             "iscrowd": torch.from_numpy(self._iscrowd[start:end].copy()),
+            "area": torch.from_numpy(self._area[start:end].copy()),
             "image_id": self.ids[index],
             "size": self.sizes[index].clone(),
         }

@@ -47,8 +47,9 @@ def collate_detection(batch: Sequence[tuple[Tensor, dict]]) -> tuple[Tensor, dic
         batch: B samples ``(image: Tensor[3, H, W], target: dict)``, all images the same size
             (resize them in the dataset's transform). A target has ``boxes: Tensor[G_i, 4]``
             and ``labels: LongTensor[G_i]``, maybe per-object flags (``difficult``,
-            ``iscrowd``: ``BoolTensor[G_i]``), ``image_id`` and ``size`` (original
-            ``(height, width)``). Every target must have the same keys.
+            ``iscrowd``: ``BoolTensor[G_i]``) and values (``area``: ``Tensor[G_i]``),
+            ``image_id`` and ``size`` (original ``(height, width)``). Every target must
+            have the same keys.
     Returns:
         images: Tensor[B, 3, H, W].
         targets: dict with
@@ -56,7 +57,8 @@ def collate_detection(batch: Sequence[tuple[Tensor, dict]]) -> tuple[Tensor, dic
         - ``boxes: Tensor[B, G, 4]``, G = max G_i (0 when no image has objects); padding rows
           are zeros.
         - ``labels: LongTensor[B, G]``, -1 on padding rows.
-        - every per-object bool flag as ``BoolTensor[B, G]``, False on padding rows.
+        - every per-object bool flag as ``BoolTensor[B, G]``, False on padding rows, and
+          every other per-object value (``area``) as ``Tensor[B, G]``, 0 on padding rows.
         - ``image_ids``: list of the B ``image_id`` (when the targets have one).
         - ``sizes: LongTensor[B, 2]``: each ``size``, or the image's own (H, W) when the
           targets have none.
@@ -88,18 +90,18 @@ def collate_detection(batch: Sequence[tuple[Tensor, dict]]) -> tuple[Tensor, dic
     size, most = len(batch), max(counts)
     boxes = targets[0]["boxes"].new_zeros((size, most, 4))
     labels = torch.full((size, most), -1, dtype=torch.int64, device=boxes.device)
-    # Per-object flags: bool tensors with one value per object, in every target.
-    flags = sorted(
+    # Per-object flags and values: 1-D tensors with one value per object, in every target.
+    per_object = sorted(
         key for key in keys - {*_OBJECT_KEYS, "size", "image_id"}
-        if all(isinstance(t[key], Tensor) and t[key].dtype == torch.bool
-               and list(t[key].shape) == [n] for t, n in zip(targets, counts))
+        if all(isinstance(t[key], Tensor) and list(t[key].shape) == [n]
+               for t, n in zip(targets, counts))
     )
-    padded_flags = {key: torch.zeros((size, most), dtype=torch.bool, device=boxes.device)
-                    for key in flags}
+    padded_flags = {key: targets[0][key].new_zeros((size, most)).to(boxes.device)
+                    for key in per_object}
     for i, (target, n) in enumerate(zip(targets, counts)):
         boxes[i, :n] = target["boxes"]
         labels[i, :n] = target["labels"]
-        for key in flags:
+        for key in per_object:
             padded_flags[key][i, :n] = target[key]
 
     out: dict = {"boxes": boxes, "labels": labels, **padded_flags}

@@ -4,6 +4,12 @@ Every random choice is a function of (seed, epoch, index): :class:`EpochBatchSam
 ``(epoch, index)`` pairs from a seeded permutation per epoch, and :class:`AugmentedDataset`
 seeds each sample's augmentation (lesson 06) from them. The same batches therefore come out
 in any number of worker processes, on any number of GPUs, and after a resume at any step.
+
+``config.batch_size`` is the global batch: with N processes (``torchrun --nproc_per_node N``)
+each takes ``batch_size / N`` images of every global batch (:func:`per_process_batch`), so a
+multi-GPU run sees the same batches, learning rate and steps as the single-GPU recipe.
+Crowd regions (``iscrowd``) are dropped from training targets, as torchvision's reference
+does: they are not objects to match, and evaluation ignores them anyway.
 """
 
 from __future__ import annotations
@@ -15,14 +21,15 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..augment import ssd_eval_transform, ssd_train_transform
+from ..augment import PER_OBJECT_KEYS, ssd_eval_transform, ssd_train_transform
 from ..model import IMAGENET_MEAN
 from .collate import collate_detection
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
-__all__ = ["AugmentedDataset", "EpochBatchSampler", "make_train_loader"]
+__all__ = ["AugmentedDataset", "EpochBatchSampler", "drop_crowd", "per_process_batch",
+           "make_train_loader"]
 
 
 def _sample_seed(*parts: int) -> int:
@@ -34,6 +41,25 @@ def _sample_seed(*parts: int) -> int:
         x = (x * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
         x ^= x >> 27
     return x & 0x7FFFFFFFFFFFFFFF
+
+
+def drop_crowd(target: dict) -> dict:
+    """``target`` without its crowd regions (``iscrowd`` True); every per-object field
+    (``PER_OBJECT_KEYS``) is filtered alike. Unchanged when there is no ``iscrowd``."""
+    crowd = target.get("iscrowd")
+    if crowd is None or not bool(crowd.any()):
+        return target
+    keep = ~crowd.bool()
+    return {key: value[keep] if key in PER_OBJECT_KEYS else value
+            for key, value in target.items()}
+
+
+def per_process_batch(batch_size: int, world_size: int) -> int:
+    """Each process's share of the global ``batch_size``; it must divide evenly."""
+    if batch_size % world_size:
+        raise ValueError(f"batch_size {batch_size} is the global batch, split among "
+                         f"{world_size} processes: it must be a multiple of {world_size}")
+    return batch_size // world_size
 
 
 class AugmentedDataset(Dataset):
@@ -52,6 +78,7 @@ class AugmentedDataset(Dataset):
     def __getitem__(self, item: tuple[int, int]):
         epoch, index = item
         image, target = self.dataset[index]
+        target = drop_crowd(target)  # training only: evaluation keeps and ignores them
         generator = torch.Generator().manual_seed(_sample_seed(self.seed, epoch, index))
         return self.transform(image, target, generator=generator)
 
@@ -60,7 +87,8 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
     """Batches of ``(epoch, index)`` from a seeded permutation per epoch, without end.
 
     ``start_step`` skips the batches a resumed run has already seen. With several processes
-    each rank takes its own slice of every global batch of ``batch_size * world_size``.
+    each rank takes its own slice of every global batch of ``batch_size * world_size``
+    (here ``batch_size`` is one process's).
     """
 
     def __init__(self, size: int, batch_size: int, seed: int, start_step: int = 0,
@@ -90,13 +118,14 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
 
 def make_train_loader(dataset: Dataset, config: TrainConfig, start_step: int = 0,
                       rank: int = 0, world_size: int = 1) -> Iterator:
-    """An endless loader of augmented, collated training batches, resumable at any step."""
+    """An endless loader of augmented, collated training batches, resumable at any step:
+    this process's ``config.batch_size / world_size`` images of each global batch."""
     fill = (0.5, 0.5, 0.5) if config.dataset == "shapes" else IMAGENET_MEAN
     transform = (ssd_train_transform(config.image_size, fill=fill) if config.augment
                  else ssd_eval_transform(config.image_size))
     augmented = AugmentedDataset(dataset, transform, config.seed)
-    sampler = EpochBatchSampler(len(dataset), config.batch_size, config.seed, start_step,
-                                rank, world_size)
+    sampler = EpochBatchSampler(len(dataset), per_process_batch(config.batch_size, world_size),
+                                config.seed, start_step, rank, world_size)
     return iter(DataLoader(
         augmented, batch_sampler=sampler, collate_fn=collate_detection,
         num_workers=config.workers, pin_memory=torch.cuda.is_available(),

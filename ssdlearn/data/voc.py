@@ -146,8 +146,8 @@ class VOCDataset(AnnotatedImages):
         year: "2007" or "2012" (any ``VOC{year}`` folder present works).
         image_set: a file of ``ImageSets/Main``: "train", "val", "trainval" or "test".
         keep_difficult: keep the objects marked difficult. Keep them for evaluation (VOC
-            mAP ignores them rather than counting them as misses); the paper's training
-            drops them.
+            mAP ignores them rather than counting them as misses); the paper's Caffe
+            training (``ssd_pascal.py``) keeps them as well.
         transform: optional ``transform(image, target) -> (image, target)``.
 
     A sample is ``(image, target)``: ``image`` a float ``Tensor[3, H, W]`` in [0, 1] (RGB),

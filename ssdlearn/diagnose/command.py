@@ -11,7 +11,6 @@ Lesson 10 (diagnosing a detector) runs it.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from .report import (
     plot_kind_shares,
 )
 
-__all__ = ["collect_detections", "diagnose_main"]
+__all__ = ["collect_detections", "diagnose", "diagnose_main"]
 
 
 def _training_api() -> tuple:
@@ -106,52 +105,50 @@ def _parse_groups(texts: Sequence[str], class_names: Sequence[str]) -> list[list
     return groups
 
 
-def diagnose_main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ssdlearn diagnose",
-        description="Error analysis of a checkpoint on its validation data (the SSD paper's "
-                    "Fig. 3 and 4): prints the tables, writes the figures as PNG.")
-    parser.add_argument("--checkpoint", required=True, help="a .pt file written by training")
-    parser.add_argument("--out", default="diagnosis", help="folder for the figures")
-    parser.add_argument("--similar", nargs="*", default=[], metavar="CLASSES",
-                        help='groups of similar classes, e.g. "cat,dog" "bus,car" (names or '
-                             "numbers)")
-    parser.add_argument("--data-root", default=None, help="dataset folder (default: config's)")
-    parser.add_argument("--split", default=None, help="validation split (default: config's)")
-    parser.add_argument("--max-images", type=int, default=None,
-                        help="use only the first N validation images (a quicker look)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", default="auto")
-    args = parser.parse_args(argv)
+def diagnose(checkpoint: str | Path, out: str | Path = "diagnosis",
+             similar: Sequence[str] = (), data_root: str | None = None,
+             split: str | None = None, max_images: int | None = None, batch_size: int = 32,
+             device: str = "auto") -> dict:
+    """The error analysis of ``checkpoint`` on its config's validation data (the paper's
+    Fig. 3 and 4): prints the tables, writes ``error_kinds.png`` and
+    ``by_characteristic.png`` into ``out``.
+
+    Args:
+        similar: groups of similar classes, each "name,name" or "1,2".
+        data_root, split: instead of the config's dataset folder and validation split.
+        max_images: only the first N validation images (a quicker look).
+    Returns:
+        dict with ``panels`` (kind shares per panel) and ``by`` (AP by size and aspect).
+    """
     load_model, build_datasets, pick_device = _training_api()
-    device = pick_device(args.device)
-    model, config = load_model(args.checkpoint, device)
-    changes = {k: v for k, v in (("data_root", args.data_root), ("val_split", args.split))
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images must be at least 1, got {max_images}")
+    torch_device = pick_device(device)
+    model, config = load_model(checkpoint, torch_device)
+    changes = {k: v for k, v in (("data_root", data_root), ("val_split", split))
                if v is not None}
     config = dataclasses.replace(config, **changes)
     _, val_set, class_names = build_datasets(config)
-    if args.max_images is not None:
-        if args.max_images < 1:
-            parser.error(f"--max-images must be at least 1, got {args.max_images}")
+    if max_images is not None:
         from torch.utils.data import Subset
 
-        val_set = Subset(val_set, range(min(args.max_images, len(val_set))))
-    similar = _parse_groups(args.similar, class_names)
-    predictions, targets = collect_detections(model, val_set, args.batch_size, device)
+        val_set = Subset(val_set, range(min(max_images, len(val_set))))
+    groups = _parse_groups(similar, class_names)
+    predictions, targets = collect_detections(model, val_set, batch_size, torch_device)
 
-    panels = {"all classes": kind_shares(predictions, targets, similar)}
-    for group in similar:
+    panels = {"all classes": kind_shares(predictions, targets, groups)}
+    for group in groups:
         title = ", ".join(class_names[label] for label in group)
-        panels[title] = kind_shares(predictions, targets, similar, labels=group)
+        panels[title] = kind_shares(predictions, targets, groups, labels=group)
     by = [ap_by_characteristic(predictions, targets, kind) for kind in ("size", "aspect")]
-    print(f"{args.checkpoint}: {config.model} on {config.dataset} ({len(val_set)} images, "
+    print(f"{checkpoint}: {config.model} on {config.dataset} ({len(val_set)} images, "
           f"{sum(len(p['scores']) for p in predictions)} detections)\n")
     print(format_kind_shares(panels) + "\n")
     for result in by:
         print(format_by_characteristic(result, class_names) + "\n")
-    out = Path(args.out)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    name = Path(args.checkpoint).name
+    name = Path(checkpoint).name
     figures = {"error_kinds.png": plot_kind_shares(panels, f"Error kinds: {name}"),
                "by_characteristic.png": plot_by_characteristic(by, class_names,
                                                                f"By object characteristic: "
@@ -159,4 +156,11 @@ def diagnose_main(argv: Sequence[str] | None = None) -> int:
     for filename, figure in figures.items():
         figure.savefig(out / filename, dpi=100)
         print(f"wrote {out / filename}")
-    return 0
+    return {"panels": panels, "by": by}
+
+
+def diagnose_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ssdlearn diagnose``; its arguments are in :mod:`ssdlearn.cli`."""
+    from ..cli import diagnose_main as command
+
+    return command(argv)

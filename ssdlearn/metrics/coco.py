@@ -157,6 +157,28 @@ def _coco_match(
     return matched
 
 
+def _target_areas(targets: Sequence[Mapping[str, Tensor]], gt_boxes: Tensor) -> Tensor:
+    """Tensor[G] (float64): each object's ``area`` where its target gives one, else its box's
+    area; ``gt_boxes`` are all targets' boxes, concatenated (float64)."""
+    box_area = (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
+    if not any(t.get("area") is not None for t in targets):
+        return box_area
+    parts, start = [], 0
+    for i, target in enumerate(targets):
+        count = len(target["boxes"])
+        given = target.get("area")
+        if given is None:
+            parts.append(box_area[start:start + count])
+        else:
+            if not isinstance(given, Tensor) or list(given.shape) != [count]:
+                shape = list(given.shape) if isinstance(given, Tensor) else type(given).__name__
+                raise ValueError(f"targets[{i}]['area'] must be a Tensor[{count}] (one area "
+                                 f"per box, pixels^2), got {shape}")
+            parts.append(given.detach().to("cpu", torch.float64))
+        start += count
+    return torch.cat(parts)
+
+
 def evaluate_coco(
     predictions: Sequence[Mapping[str, Tensor]],
     targets: Sequence[Mapping[str, Tensor]],
@@ -171,12 +193,15 @@ def evaluate_coco(
     - a crowd region (``iscrowd``) can absorb any number of detections, overlap with it is
       intersection over the detection's area, and detections on it are ignored;
     - for an area range, objects outside it are ignored, and so are detections outside it
-      that match nothing; areas are the boxes' (x2 - x1) * (y2 - y1);
+      that match nothing; an object's area is its target's ``area`` where given (COCO's
+      annotation ``area``, the segment's), else its box's (x2 - x1) * (y2 - y1); a
+      detection's is its box's;
     - a class counts in a mean only if it has an object that is not ignored.
 
     Args:
         predictions: per image, dict(boxes[N, 4] xyxy pixels, scores[N], labels[N]).
-        targets: per image, dict(boxes[G, 4] xyxy pixels, labels[G]), optional iscrowd[G].
+        targets: per image, dict(boxes[G, 4] xyxy pixels, labels[G]), optional iscrowd[G]
+            and area[G] (pixels^2).
     Returns:
         dict with ``map`` (AP@[.5:.95]), ``map_50``, ``map_75``, ``map_small``,
         ``map_medium``, ``map_large``, as floats, -1.0 where no object counts (pycocotools'
@@ -209,8 +234,12 @@ def evaluate_coco(
         a = area(boxes)[:, None]
         return (a < ranges[:, 0]) | (a > ranges[:, 1])
 
+
+    def outside_range(a: Tensor) -> Tensor:  # [N] areas -> [N, A]
+        return (a[:, None] < ranges[:, 0]) | (a[:, None] > ranges[:, 1])
+
     gt_crowd = flat.gt_flag
-    gt_ignore = gt_crowd[:, None] | outside(flat.gt_boxes)  # [G, A]
+    gt_ignore = gt_crowd[:, None] | outside_range(_target_areas(targets, flat.gt_boxes))
     matched = _coco_match(det_boxes, rank, det_key,
                           flat.gt_boxes, gt_crowd, gt_ignore, gt_key)  # fmt: skip
     hit = matched >= 0  # [D, A, T]

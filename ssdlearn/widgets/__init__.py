@@ -9,6 +9,7 @@ way in JupyterLab, Notebook, VS Code and in tests (see :mod:`ssdlearn.widgets._e
     lesson 02  overlap_explorer       the default boxes that overlap an object, map by map
                (formerly match_explorer, still accepted)
     lesson 03  matching_explorer      the default boxes the matching rule gives each object
+    lesson 05  mining_explorer        the negatives hard negative mining keeps
     lesson 06  augmentation_explorer  a sample before and after augmentation
     lesson 08  nms_explorer           detections before and after NMS
 """
@@ -26,6 +27,7 @@ from .lesson02 import (
     ssd300_like_config,
 )
 from .lesson03 import MatchingExplorer, matching_explorer
+from .lesson05 import MiningExplorer, mining_explorer
 from .lesson06 import AugmentationExplorer, augmentation_explorer
 from .lesson08 import NMSExplorer, nms_explorer
 
@@ -42,6 +44,8 @@ __all__ = [
     "overlap_explorer",
     "MatchingExplorer",
     "matching_explorer",
+    "MiningExplorer",
+    "mining_explorer",
     "AugmentationExplorer",
     "augmentation_explorer",
     "NMSExplorer",
