@@ -56,6 +56,7 @@ def match(
     *,
     check: bool = True,
     return_index: bool = False,
+    best_box: bool = True,
 ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
     """Match the objects of one image to the default boxes (the paper's rule).
 
@@ -65,6 +66,9 @@ def match(
         priors: Tensor[P, 4] (cxcywh, normalized), e.g. ``default_boxes(SSD300_VOC)``.
         iou_threshold: a default box whose best IoU is >= this takes that object.
         check: validate the values (finite, x2 >= x1, labels >= 1); needs a device sync.
+        best_box: step 1 (each object takes its best default box). ``False`` keeps only
+            the threshold rule: an object no default box overlaps by ``iou_threshold`` then
+            gets no match at all (the ablation of lesson 11).
     Returns:
         labels: LongTensor[P], the matched object's class, 0 for background.
         matched_boxes: Tensor[P, 4] (xyxy), the matched object's box. Background default
@@ -100,7 +104,8 @@ def match(
     objects = torch.arange(gt_boxes.shape[0], device=iou.device)
     objects = torch.where(best_prior_iou > 0, objects, -1)
     forced = torch.full((num_priors,), -1, dtype=torch.long, device=iou.device)
-    forced.scatter_reduce_(0, best_prior, objects, reduce="amax")
+    if best_box:
+        forced.scatter_reduce_(0, best_prior, objects, reduce="amax")
 
     # Step 2: the threshold rule, for the default boxes step 1 left alone.
     assigned = torch.where(forced >= 0, forced, best_gt)  # [P]
@@ -119,6 +124,7 @@ def match_batch(
     *,
     check: bool = True,
     return_index: bool = False,
+    best_box: bool = True,
 ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
     """:func:`match` for a padded batch of images at once, with no loop and no device sync.
 
@@ -130,6 +136,7 @@ def match_batch(
         priors: Tensor[P, 4] (cxcywh, normalized).
         iou_threshold: as in :func:`match`.
         check: validate the values first (needs a device sync; pass False on a hot path).
+        best_box: as in :func:`match`.
     Returns:
         labels: LongTensor[B, P]; matched_boxes: Tensor[B, P, 4] (xyxy); with
         ``return_index=True`` also index: LongTensor[B, P], the object (0..G-1, never a
@@ -168,7 +175,8 @@ def match_batch(
     objects = torch.arange(num_objects, device=iou.device).expand(batch, -1)
     objects = torch.where(best_prior_iou > 0, objects, -1)
     forced = torch.full((batch, num_priors), -1, dtype=torch.long, device=iou.device)
-    forced.scatter_reduce_(1, best_prior, objects, reduce="amax")
+    if best_box:
+        forced.scatter_reduce_(1, best_prior, objects, reduce="amax")
 
     # Step 2: the threshold rule.
     is_forced = forced >= 0

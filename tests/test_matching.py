@@ -110,6 +110,25 @@ def test_best_prior_is_forced_below_threshold():
     assert torch.equal(boxes, gt)
 
 
+def test_without_the_best_box_step_only_the_threshold_counts(small_priors):
+    priors = torch.tensor([[0.5, 0.5, 1.0, 1.0]])
+    gt = torch.tensor([[0.0, 0.0, 0.2, 0.2]])
+    labels, _ = match(gt, torch.tensor([3]), priors, best_box=False)
+    assert labels.tolist() == [0]  # IoU 0.04: no match without step 1
+    g = torch.Generator().manual_seed(3)
+    for _ in range(10):
+        boxes, gt_labels = random_objects(5, small_priors, g)
+        labels, _ = match(boxes, gt_labels, small_priors, best_box=False)
+        best_iou, best_gt = box_iou(boxes, cxcywh_to_xyxy(small_priors)).max(dim=0)
+        want = torch.where(best_iou >= 0.5, gt_labels[best_gt], 0)
+        assert torch.equal(labels, want)
+        gt_boxes, padded_labels = pad([(boxes, gt_labels), (boxes[:2], gt_labels[:2])])
+        batch_labels, _ = match_batch(gt_boxes, padded_labels, small_priors, best_box=False)
+        assert torch.equal(batch_labels[0], want)
+        assert torch.equal(batch_labels[1], match(boxes[:2], gt_labels[:2], small_priors,
+                                                  best_box=False)[0])
+
+
 def test_shared_best_prior_goes_to_the_later_object():
     priors = torch.tensor([[0.5, 0.5, 0.4, 0.4], [0.9, 0.9, 0.2, 0.2]])
     a = torch.tensor([0.3, 0.3, 0.6, 0.6])  # both objects' best default box is prior 0

@@ -196,3 +196,15 @@ def test_priors_follow_the_model():
     model = ssd_tiny(num_classes=3, image_size=64).double()
     assert model.priors.dtype == torch.float64
     assert SSD300_VOC.num_priors == ssd300_vgg16(21).priors.shape[0]
+
+
+def test_config_width_reaches_the_tiny_model():
+    import dataclasses
+
+    from ssdlearn.config import CONFIGS, build_model
+
+    narrow = build_model(dataclasses.replace(CONFIGS["shapes"], width=16))
+    default = build_model(CONFIGS["shapes"])
+    assert narrow.features.channels == [32, 64, 64, 64, 64]
+    assert default.features.channels == [64, 128, 128, 128, 128]
+    assert torch.equal(narrow.priors, default.priors)

@@ -19,6 +19,7 @@ from .lesson07 import lr_schedule_check
 from .lesson08 import coco_ap_check, voc07_ap_check
 from .lesson09 import tile_starts_check
 from .lesson10 import error_kinds_check
+from .lesson11 import paired_effect_check
 
 __all__ = [
     "Case", "Mistake", "CheckResult", "run_check",
@@ -26,5 +27,5 @@ __all__ = [
     "bipartite_check", "head_parameters_check",
     "focal_loss_check", "accept_patches_check", "lr_schedule_check", "voc07_ap_check",
     "coco_ap_check",
-    "tile_starts_check", "error_kinds_check",
+    "tile_starts_check", "error_kinds_check", "paired_effect_check",
 ]
