@@ -1,8 +1,10 @@
 """pytest setup shared by the unit tests and the lessons.
 
-Threads. ``pytest -n N`` (pytest-xdist; the project's ``addopts`` say ``-n auto``) runs N
-worker processes. Each gets ``cores // N`` torch threads, and so do the processes it
-starts (lesson kernels, DDP ranks), so that workers never wait for one another's cores.
+Threads. ``pytest -n N`` (pytest-xdist; the project's ``addopts`` say ``-n auto --dist
+loadscope``) runs N worker processes; a lesson or a test module stays whole in one worker
+(nbval runs a notebook's cells in order in one kernel). Each worker gets ``cores // N``
+torch threads, and so do the processes it starts (lesson kernels, DDP ranks), so that
+workers never wait for one another's cores.
 
 Lesson kernels. The stored outputs of a lesson must hold on every CPU. Each lesson
 therefore runs, under strict nbval, in a kernel that computes differently from the
