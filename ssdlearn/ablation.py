@@ -35,9 +35,8 @@ from .config import TrainConfig, build_datasets
 from .data.loader import make_train_loader
 from .evaluate import evaluate
 from .loss import MultiBoxLoss
-from .matching import encode, match_batch
 from .model import SSD, TinyFeatures
-from .train import autocast_dtype, build_optimizer, learning_rate
+from .train import autocast_dtype, build_optimizer, learning_rate, train_step
 
 __all__ = ["VARIANTS", "build_variant", "train_variant", "summary", "paired_effect"]
 
@@ -108,6 +107,7 @@ def train_variant(variant: str, config: TrainConfig, steps: int | None = None) -
     amp_dtype = autocast_dtype(device, config.amp)
     batches = make_train_loader(train_set, config)
     priors = model.priors
+    scaler = torch.amp.GradScaler("cpu", enabled=False)  # float32 or bf16: no scaling
     model.train()
     start = time.perf_counter()
     losses = []
@@ -115,21 +115,10 @@ def train_variant(variant: str, config: TrainConfig, steps: int | None = None) -
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
         images, targets = next(batches)
-        with torch.no_grad():
-            labels, matched = match_batch(targets["boxes"], targets["labels"], priors,
-                                          check=False, best_box=best_box)
-            loc_target = encode(matched, priors, check=False)
-        with torch.autocast("cpu", dtype=amp_dtype or torch.float32,
-                            enabled=amp_dtype is not None):
-            loc, conf = model(images)
-        loc_loss, conf_loss = loss_fn(loc.float(), conf.float(), loc_target, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss = loc_loss + conf_loss
-        loss.backward()
-        if config.grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        losses.append(loss.detach())
+        values = train_step(model, loss_fn, optimizer, scaler, images, targets["boxes"],
+                            targets["labels"], model.priors, amp_dtype, config.grad_clip,
+                            best_box=best_box)
+        losses.append(values[0])
     seconds = time.perf_counter() - start
     metrics = evaluate(model, val_set, config.batch_size)
     return {

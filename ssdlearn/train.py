@@ -112,11 +112,14 @@ def autocast_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
 def train_step(model: nn.Module, loss_fn: MultiBoxLoss, optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler, images: Tensor, gt_boxes: Tensor,
                gt_labels: Tensor, priors: Tensor, amp_dtype: torch.dtype | None,
-               grad_clip: float | None = None, world_size: int = 1) -> Tensor:
+               grad_clip: float | None = None, world_size: int = 1,
+               best_box: bool = True) -> Tensor:
     """One optimization step; returns ``[loss, loc_loss, conf_loss, num_positives]``
-    as one tensor on the device (reading it is the caller's choice: it syncs)."""
+    as one tensor on the device (reading it is the caller's choice: it syncs).
+    ``best_box=False`` matches without step 1 (an ablation of lesson 11)."""
     with torch.no_grad():
-        labels, matched = match_batch(gt_boxes, gt_labels, priors, check=False)
+        labels, matched = match_batch(gt_boxes, gt_labels, priors, check=False,
+                                      best_box=best_box)
         loc_target = encode(matched, priors, check=False)
     with torch.autocast(images.device.type, dtype=amp_dtype or torch.float32,
                         enabled=amp_dtype is not None):
