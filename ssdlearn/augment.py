@@ -41,11 +41,13 @@ __all__ = [
     "ZoomOut",
     "IoUCrop",
     "RandomHorizontalFlip",
+    "RandomQuarterTurn",
     "Resize",
     "zoom_out",
     "crop",
     "crop_boxes",
     "hflip",
+    "rot90",
     "resize",
     "ssd_train_transform",
     "ssd_eval_transform",
@@ -144,6 +146,14 @@ def hflip(image: Tensor, target: Target) -> tuple[Tensor, Target]:
     boxes = target["boxes"]
     flipped = torch.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], dim=1)
     return image.flip(-1), {**target, "boxes": flipped}
+
+
+def rot90(image: Tensor, target: Target, k: int = 1) -> tuple[Tensor, Target]:
+    """Turn ``k`` quarter turns counter-clockwise: a point (x, y) goes to (y, 1 - x)."""
+    boxes = target["boxes"]
+    for _ in range(k % 4):
+        boxes = torch.stack([boxes[:, 1], 1 - boxes[:, 2], boxes[:, 3], 1 - boxes[:, 0]], dim=1)
+    return torch.rot90(image, k, dims=(1, 2)), {**target, "boxes": boxes}
 
 
 def resize(image: Tensor, target: Target, size: int | tuple[int, int]) -> tuple[Tensor, Target]:
@@ -315,6 +325,19 @@ class RandomHorizontalFlip:
 
     def __repr__(self) -> str:
         return f"RandomHorizontalFlip(p={self.p})"
+
+
+class RandomQuarterTurn:
+    """:func:`rot90` by 0, 1, 2 or 3 quarter turns, equally likely. For images with no "up"
+    (aerial photos, microscopy): with a horizontal flip, all 8 symmetries of a square."""
+
+    def __call__(self, image: Tensor, target: Target,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Target]:
+        k = int(torch.randint(4, (1,), generator=generator))
+        return rot90(image, target, k) if k else (image, target)
+
+    def __repr__(self) -> str:
+        return "RandomQuarterTurn()"
 
 
 class Resize:

@@ -72,7 +72,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         text = getattr(args, f.name, None)
         if text is not None:
             try:
-                changes[f.name] = _parse_value(text, getattr(preset, f.name))
+                changes[f.name] = (tuple(n.strip() for n in text.split(",") if n.strip())
+                                   if f.name == "classes" else
+                                   _parse_value(text, getattr(preset, f.name), str(f.type)))
             except (ValueError, argparse.ArgumentTypeError) as error:
                 raise ValueError(f"--{f.name.replace('_', '-')} {text}: {error}") from None
     config = dataclasses.replace(preset, **changes)
@@ -82,7 +84,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _parse_value(text: str, default):
+def _parse_value(text: str, default, annotation: str = ""):
     if isinstance(default, bool):
         if text.lower() in ("1", "true", "yes", "on"):
             return True
@@ -90,10 +92,11 @@ def _parse_value(text: str, default):
             return False
         raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
     if isinstance(default, tuple):
-        return tuple(int(v) for v in text.split(",") if v)
+        kind = type(default[0]) if default else int
+        return tuple(kind(v) for v in text.split(",") if v)
     if text.lower() == "none":
         return None
-    if isinstance(default, int):
+    if isinstance(default, int) or default is None and annotation.startswith("int"):
         if not text.lstrip("+-").isdigit():
             raise ValueError("expected a whole number")
         return int(text)

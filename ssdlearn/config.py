@@ -37,10 +37,22 @@ class TrainConfig:
 
     name: str = "shapes"
     model: str = "ssd_tiny"  # ssd_tiny | ssd300_vgg16 | ssd512_vgg16 | ssd_resnet18/34/50
-    dataset: str = "shapes"  # shapes | voc | coco
+    dataset: str = "shapes"  # shapes | voc | coco | trees | custom
     image_size: int = 128
     width: int = 32  # ssd_tiny only: channels of its first conv (later ones 2x and 4x)
+    # ssd_tiny only: "default" (its own boxes), "fit" (fitted to the training objects when
+    # training starts, then saved here as a PriorConfig's fields), or those fields.
+    priors: str | dict = "default"
     num_classes: int = 6
+    # trees / custom: your own data (lesson 09)
+    annotations: str | None = None  # custom: a VOC XML folder, a COCO .json or a .csv
+    images: str | None = None  # custom: the image folder, if not beside the annotations
+    classes: tuple[str, ...] | None = None  # object classes (custom: from the data if None)
+    val_fraction: float = 0.2  # custom: share of the images held out for evaluation
+    crop: int | None = None  # train on crops of this many pixels, evaluate over such tiles
+    crop_scale: tuple[float, float] = (1.0, 1.0)  # crop sides from crop * these, resized
+    tile_overlap: float = 0.25  # evaluation tiles: the share of a tile its neighbour sees
+    quarter_turns: bool = False  # augment with 90-degree turns (images with no "up")
     data_root: str = "data"  # COCO: the folder `python -m ssdlearn data coco2017` writes
     train_split: str = "trainval"  # voc: "2007:trainval,2012:trainval"; coco: train2017
     val_split: str = "test"  # voc: "2007:test"; coco: val2017
@@ -59,6 +71,7 @@ class TrainConfig:
     warmup_steps: int = 500
     lr_milestones: tuple[int, ...] = (80_000, 100_000)
     lr_gamma: float = 0.1
+    lr_schedule: str = "step"  # step (warmup, then x lr_gamma at each milestone) | cosine
     grad_clip: float | None = None
     amp: bool = True  # on CUDA: bf16 where supported, else fp16 with a grad scaler
     channels_last: bool = True
@@ -82,6 +95,19 @@ class TrainConfig:
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         self.lr_milestones = tuple(self.lr_milestones)
+        self.crop_scale = tuple(float(v) for v in self.crop_scale)
+        if self.classes is not None:
+            self.classes = tuple(str(c) for c in self.classes)
+        if self.lr_schedule not in ("step", "cosine"):
+            raise ValueError(f"lr_schedule must be 'step' or 'cosine', got {self.lr_schedule!r}")
+        if self.crop is not None and self.crop < 1:
+            raise ValueError(f"crop must be a positive number of pixels or None, got {self.crop}")
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1]:
+            raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high, "
+                             f"got {self.crop_scale}")
+        if not (isinstance(self.priors, dict) or self.priors in ("default", "fit")):
+            raise ValueError(f"priors must be 'default', 'fit' or a PriorConfig's fields, "
+                             f"got {self.priors!r}")
 
 
 def _preset(**changes) -> TrainConfig:
@@ -102,6 +128,26 @@ CONFIGS: dict[str, TrainConfig] = {
         batch_size=16, steps=1700, optimizer="adamw", lr=3e-3, weight_decay=1e-4,
         warmup_steps=50, lr_milestones=(1330, 1560), grad_clip=10.0, workers=0, log_every=25,
         eval_every=1700, checkpoint_every=500, max_minutes=None,
+    ),
+    # Tree crowns in NEON aerial images (lesson 09): two images to train on, one held out,
+    # scored by detection over tiles. Crops of 256 pixels at the images' own scale, resized
+    # to 128; default boxes fitted to the crowns; flips, quarter turns and colour
+    # distortion (the held-out forest is denser and darker than the training one).
+    "trees": _preset(
+        name="trees", model="ssd_tiny", dataset="trees", image_size=128, priors="fit",
+        num_classes=2, classes=("tree",), crop=256, crop_scale=(0.8, 1.25),
+        quarter_turns=True, augment=True, batch_size=16, steps=800, optimizer="adamw",
+        lr=3e-3, weight_decay=1e-4, warmup_steps=25, lr_schedule="cosine", grad_clip=10.0,
+        workers=0, log_every=25, eval_every=800, checkpoint_every=800,
+    ),
+    # Your own annotations: --annotations FILE_OR_FOLDER [--images DIR] [--classes a,b].
+    # A fifth of the images held out (split.json in the run folder), default boxes fitted
+    # to the objects, the paper's augmentation. Large images: add --crop 256 (or so).
+    "custom": _preset(
+        name="custom", model="ssd_tiny", dataset="custom", image_size=128, priors="fit",
+        num_classes=2, batch_size=16, steps=2000, optimizer="adamw", lr=3e-3,
+        weight_decay=1e-4, warmup_steps=50, lr_schedule="cosine", grad_clip=10.0, workers=0,
+        log_every=25, eval_every=500, checkpoint_every=500,
     ),
     "voc_ssd300": _preset(
         name="voc_ssd300", model="ssd300_vgg16", dataset="voc", image_size=300, num_classes=21,
@@ -160,7 +206,15 @@ def _build_model(config: TrainConfig) -> nn.Module:
     from . import anchors, model
 
     if config.model == "ssd_tiny":
-        return model.ssd_tiny(config.num_classes, config.image_size, config.width)
+        if config.priors == "fit":
+            raise ValueError("priors='fit' is resolved when training starts (ssdlearn.train); "
+                             "to build the model first, give the fields of a PriorConfig "
+                             "(ssdlearn.fit.fit_priors)")
+        priors = (None if config.priors == "default"
+                  else anchors.PriorConfig(**config.priors))
+        return model.ssd_tiny(config.num_classes, config.image_size, config.width, priors)
+    if config.priors != "default":
+        raise ValueError(f"priors can be set for ssd_tiny only, not {config.model}")
     coco = config.dataset == "coco"
     if config.model == "ssd300_vgg16":
         priors = anchors.SSD300_COCO if coco else anchors.SSD300_VOC
@@ -221,7 +275,14 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset, tuple[str, ..
         train = COCODataset(root, split=config.train_split)
         val = COCODataset(root, split=config.val_split, transform=eval_transform)
         return train, val, val.classes
-    raise ValueError(f"unknown dataset {config.dataset!r}: shapes, voc or coco")
+    if config.dataset in ("trees", "custom"):
+        from .data.own import own_datasets
+
+        train, val, names = own_datasets(config)
+        if config.crop is None:  # small images: the network sees them whole
+            val.transform = eval_transform
+        return train, val, names
+    raise ValueError(f"unknown dataset {config.dataset!r}: shapes, voc, coco, trees or custom")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -243,5 +304,7 @@ def class_names(config: TrainConfig) -> tuple[str, ...]:
         return SHAPE_CLASSES
     if config.dataset == "voc":
         return VOC_CLASSES
+    if config.classes is not None:
+        return ("background", *config.classes)
     # COCO names come with the annotation file; without it, number the classes.
     return ("background", *(str(i) for i in range(1, config.num_classes)))

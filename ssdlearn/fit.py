@@ -15,6 +15,7 @@ its tile (its position modulo the tile side).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -31,6 +32,9 @@ __all__ = [
     "best_prior_iou",
     "coverage",
     "propose_prior_config",
+    "dataset_boxes",
+    "fit_priors",
+    "prior_fields",
     "plot_coverage",
 ]
 
@@ -209,6 +213,37 @@ def propose_prior_config(boxes: Sequence[Tensor], image_sizes: Sequence[Sequence
     if best is None:
         raise ValueError(f"no candidate: every s_max {tuple(s_max)} is below the objects' sizes")
     return best
+
+
+def dataset_boxes(dataset) -> tuple[list[Tensor], list[tuple[int, int]]]:
+    """(per image Tensor[G, 4] xyxy pixels, per image (height, width)) of a dataset, read
+    from its annotations (``load_target``) without decoding any image."""
+    boxes, sizes = [], []
+    for index in range(len(dataset)):
+        target = dataset.load_target(index)
+        height, width = (int(v) for v in target["size"])
+        boxes.append(target["boxes"] * torch.tensor([width, height, width, height]))
+        sizes.append((height, width))
+    return boxes, sizes
+
+
+def fit_priors(dataset, template: PriorConfig, tile: int | None = None,
+               name: str = "fitted") -> PriorConfig:
+    """:func:`propose_prior_config` for a dataset with ``load_target`` (e.g. the
+    ``ssdlearn.data`` readers); ``tile`` as the network will see the images."""
+    boxes, sizes = dataset_boxes(dataset)
+    return propose_prior_config(boxes, sizes, template, tile=tile, name=name)
+
+
+def prior_fields(config: PriorConfig) -> dict:
+    """A PriorConfig as plain numbers and lists (for a TrainConfig, JSON and checkpoints
+    loaded with ``weights_only=True``); ``PriorConfig(**fields)`` rebuilds it."""
+    def plain(value):
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return float(value) if isinstance(value, float) else value
+
+    return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
 
 
 def _side(config: PriorConfig) -> float:

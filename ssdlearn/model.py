@@ -433,12 +433,18 @@ class TinyFeatures(nn.Module):
         return maps
 
 
-def ssd_tiny(num_classes: int, image_size: int = 128, width: int = 32) -> SSD:
+def ssd_tiny(num_classes: int, image_size: int = 128, width: int = 32,
+             prior_config: PriorConfig | None = None) -> SSD:
     """A small SSD (about 1.3M parameters at width 32) that learns the shapes dataset on a
-    CPU in minutes. Same SSD head, loss and default-box machinery as SSD300."""
+    CPU in minutes. Same SSD head, loss and default-box machinery as SSD300.
+
+    ``prior_config``: other default boxes on the same five maps (e.g. fitted to your data,
+    lesson 09); by default :func:`tiny_prior_config`.
+    """
     features = TinyFeatures(width)
-    # Random images, not ImageNet photos: plain [0, 1] -> [-1, 1] scaling is enough.
-    return SSD(features, features.channels, tiny_prior_config(image_size), num_classes,
+    prior_config = prior_config or tiny_prior_config(image_size)
+    # Trained from scratch: plain [0, 1] -> [-1, 1] scaling is enough.
+    return SSD(features, features.channels, prior_config, num_classes,
                image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5))
 
 

@@ -31,7 +31,8 @@ from torch.utils.data import Dataset
 from .augment import PER_OBJECT_KEYS, crop_boxes
 from .detect import batched_nms, detect
 
-__all__ = ["tile_starts", "tile_grid", "cut_tiles", "detect_tiled", "RandomCrops"]
+__all__ = ["tile_starts", "tile_grid", "cut_tiles", "detect_tiled", "random_square", "RandomCrop",
+           "RandomCrops"]
 
 
 def _check_tile(tile: int, overlap: float) -> None:
@@ -237,20 +238,57 @@ class RandomCrops(Dataset):
     def cut(self, image: Tensor, target: dict, side: int,
             generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
         """A random ``side`` x ``side`` crop (padded where the image is smaller)."""
-        _, height, width = image.shape
-        x1 = int(torch.randint(max(width - side, 0) + 1, (1,), generator=generator))
-        y1 = int(torch.randint(max(height - side, 0) + 1, (1,), generator=generator))
-        x2, y2 = min(x1 + side, width), min(y1 + side, height)
-        scale = torch.tensor([width, height, width, height], dtype=target["boxes"].dtype)
-        patch = torch.tensor([x1, y1, x2, y2], dtype=target["boxes"].dtype) / scale
-        boxes, keep = crop_boxes(target["boxes"], patch)
-        piece = image[:, y1:y2, x1:x2]
-        if (y2 - y1, x2 - x1) != (side, side):  # pad: boxes scale to the larger canvas
-            canvas = torch.tensor(self.fill, dtype=image.dtype)[:, None, None]
-            canvas = canvas.expand(3, side, side).clone()
-            canvas[:, : y2 - y1, : x2 - x1] = piece
-            piece = canvas
-            shrink = torch.tensor([x2 - x1, y2 - y1] * 2, dtype=boxes.dtype) / side
-            boxes = boxes * shrink
-        picked = {key: target[key][keep] for key in PER_OBJECT_KEYS if key in target}
-        return piece, {**target, **picked, "boxes": boxes}
+        return random_square(image, target, side, self.fill, generator)
+
+
+def random_square(image: Tensor, target: dict, side: int, fill: Sequence[float] = (0.5,) * 3,
+                  generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+    """A ``side`` x ``side`` crop at a random place, padded with ``fill`` on the right and
+    bottom where the image is smaller. Objects whose centre falls in the crop are kept,
+    clipped to it; boxes stay normalized (to the crop). A uint8 image (0..255, as
+    :class:`ssdlearn.data.own.CropSource` keeps large images) gives a float crop in [0, 1]:
+    only the crop is converted."""
+    _, height, width = image.shape
+    x1 = int(torch.randint(max(width - side, 0) + 1, (1,), generator=generator))
+    y1 = int(torch.randint(max(height - side, 0) + 1, (1,), generator=generator))
+    x2, y2 = min(x1 + side, width), min(y1 + side, height)
+    scale = torch.tensor([width, height, width, height], dtype=target["boxes"].dtype)
+    patch = torch.tensor([x1, y1, x2, y2], dtype=target["boxes"].dtype) / scale
+    boxes, keep = crop_boxes(target["boxes"], patch)
+    piece = image[:, y1:y2, x1:x2]
+    if piece.dtype == torch.uint8:
+        piece = piece.float().div_(255)
+    if (y2 - y1, x2 - x1) != (side, side):  # pad: boxes scale to the larger canvas
+        canvas = torch.tensor(fill, dtype=piece.dtype)[:, None, None]
+        canvas = canvas.expand(3, side, side).clone()
+        canvas[:, : y2 - y1, : x2 - x1] = piece
+        piece = canvas
+        shrink = torch.tensor([x2 - x1, y2 - y1] * 2, dtype=boxes.dtype) / side
+        boxes = boxes * shrink
+    picked = {key: target[key][keep] for key in PER_OBJECT_KEYS if key in target}
+    return piece, {**target, **picked, "boxes": boxes}
+
+
+class RandomCrop:
+    """A transform: :func:`random_square` with a side drawn uniformly from ``size *
+    scale[0]`` to ``size * scale[1]`` pixels (a zoom once resized to the network's input).
+    The first step of training on large images (``config.crop``); the image keeps its own
+    scale, so objects are as large in the crop as in the image."""
+
+    def __init__(self, size: int, scale: tuple[float, float] = (1.0, 1.0),
+                 fill: Sequence[float] = (0.5, 0.5, 0.5)) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be a positive integer (pixels), got {size!r}")
+        if not 0 < scale[0] <= scale[1]:
+            raise ValueError(f"scale must satisfy 0 < low <= high, got {scale!r}")
+        self.size, self.scale, self.fill = size, tuple(scale), tuple(fill)
+
+    def __call__(self, image: Tensor, target: dict,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+        low, high = self.scale
+        draw = float(torch.rand(1, generator=generator))
+        side = max(1, int(round(self.size * (low + (high - low) * draw))))
+        return random_square(image, target, side, self.fill, generator)
+
+    def __repr__(self) -> str:
+        return f"RandomCrop({self.size}, scale={self.scale})"

@@ -34,6 +34,7 @@ import csv
 import dataclasses
 import datetime
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -53,7 +54,10 @@ from .matching import encode, match_batch
 
 __all__ = [
     "warmup_step_lr",
+    "warmup_cosine_lr",
     "learning_rate",
+    "settle_config",
+    "evaluation_options",
     "build_optimizer",
     "autocast_dtype",
     "train_step",
@@ -78,11 +82,43 @@ def warmup_step_lr(step: int, lr: float, warmup_steps: int, milestones: Sequence
     return lr * gamma**decays
 
 
+def warmup_cosine_lr(step: int, lr: float, warmup_steps: int, steps: int) -> float:
+    """Linear warmup as :func:`warmup_step_lr`, then half a cosine from ``lr`` down to 0 at
+    ``steps``: no milestones to place, which suits short runs."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    done = (step - warmup_steps) / max(steps - warmup_steps, 1)
+    return lr * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+
+
 def learning_rate(step: int, config: TrainConfig) -> float:
     """:func:`warmup_step_lr` with ``config``'s ``lr``, ``warmup_steps``, ``lr_milestones``
-    and ``lr_gamma``."""
+    and ``lr_gamma``; or :func:`warmup_cosine_lr` when ``lr_schedule`` is "cosine"."""
+    if config.lr_schedule == "cosine":
+        return warmup_cosine_lr(step, config.lr, config.warmup_steps, config.steps)
     return warmup_step_lr(step, config.lr, config.warmup_steps, config.lr_milestones,
                           config.lr_gamma)
+
+
+def settle_config(config: TrainConfig, train_set: Dataset,
+                  class_names: Sequence[str] | None = None) -> TrainConfig:
+    """What a config leaves to the data, decided once before training and saved with it:
+    ``priors="fit"`` becomes the default boxes fitted to ``train_set``'s objects (as crops
+    of ``config.crop`` pixels), and a ``custom`` dataset's classes (and ``num_classes``)
+    those its annotations name. A checkpoint therefore rebuilds the same network."""
+    changes: dict = {}
+    if config.dataset in ("trees", "custom") and class_names is not None:
+        changes.update(classes=tuple(class_names[1:]), num_classes=len(class_names))
+    if config.priors == "fit":
+        from .fit import fit_priors, prior_fields
+        from .model import tiny_prior_config
+
+        if config.model != "ssd_tiny":
+            raise ValueError(f"priors='fit' works with ssd_tiny, not {config.model}")
+        fitted = fit_priors(train_set, tiny_prior_config(config.image_size), config.crop,
+                            name=config.name)
+        changes["priors"] = prior_fields(fitted)
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -228,7 +264,13 @@ def train(config: TrainConfig, out: str | Path, resume: str | Path | None = None
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     # The data first: a missing dataset is reported before any backbone download.
-    train_set, val_set = datasets if datasets is not None else build_datasets(config)[:2]
+    names = None
+    if datasets is not None:
+        train_set, val_set = datasets
+    else:
+        train_set, val_set, names = build_datasets(config)
+    if checkpoint is None:
+        config = settle_config(config, train_set, names)
 
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
@@ -256,6 +298,10 @@ def train(config: TrainConfig, out: str | Path, resume: str | Path | None = None
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+        if hasattr(train_set, "image_id"):  # your own data: which images went where
+            split = {"train": [train_set.image_id(i) for i in range(len(train_set))],
+                     "held_out": [val_set.image_id(i) for i in range(len(val_set))]}
+            (out / "split.json").write_text(json.dumps(split, indent=2))
         log_file, log = _open_log(out / "log.csv", step if checkpoint is not None else None)
 
     bar = None
@@ -335,11 +381,13 @@ def train(config: TrainConfig, out: str | Path, resume: str | Path | None = None
                          if save and main_process else None)
                 found = _rank0_work(main_process, world_size, device, state, out / "last.pt",
                                     model, val_set if evaluating or out_of_time else None,
-                                    config.batch_size)
+                                    config)
                 metrics = found or metrics
                 if bar is not None and metrics and evaluating:
+                    extra = "".join(f", VOC AP@{k[7:]} {v:.3f}" for k, v in metrics.items()
+                                    if k.startswith("voc_ap@"))
                     bar.write(f"step {step}: mAP@[.5:.95] {metrics['map']:.3f}, "
-                              f"mAP@0.5 {metrics['map_50']:.3f}")
+                              f"mAP@0.5 {metrics['map_50']:.3f}{extra}")
             if out_of_time:
                 break
     finally:
@@ -357,13 +405,25 @@ def train(config: TrainConfig, out: str | Path, resume: str | Path | None = None
     return result
 
 
+def evaluation_options(config: TrainConfig) -> dict:
+    """:func:`~ssdlearn.evaluate.evaluate`'s options for a config: large images over tiles
+    of ``crop`` pixels; for your own data, VOC's area AP at IoU 0.5 and 0.4 too (DeepForest
+    reports 0.4)."""
+    options: dict = {}
+    if config.crop is not None:
+        options.update(tile=config.crop, tile_overlap=config.tile_overlap)
+    if config.dataset in ("trees", "custom"):
+        options["voc_ious"] = (0.5, 0.4)
+    return options
+
+
 # Bad steps travel as _NEVER - step, so that a max over ranks finds the earliest one.
 _NEVER = 2**62
 
 
 def _rank0_work(main_process: bool, world_size: int, device: torch.device,
                 state: dict | None, path: Path, model: nn.Module, val_set: Dataset | None,
-                batch_size: int) -> dict:
+                config: TrainConfig) -> dict:
     """Rank 0 saves ``state`` (if given) and evaluates on ``val_set`` (if given) while the
     others wait; then all agree on whether it went well (the reduction is the barrier), so
     an error on rank 0 stops every rank instead of leaving them in the next collective."""
@@ -373,7 +433,8 @@ def _rank0_work(main_process: bool, world_size: int, device: torch.device,
             if state is not None:
                 save_checkpoint(path, **state)
             if val_set is not None:
-                metrics = evaluate(model, val_set, batch_size, device=device)
+                metrics = evaluate(model, val_set, config.batch_size, device=device,
+                                   **evaluation_options(config))
         except Exception as caught:  # re-raised below, once the other ranks know
             error = caught
     failed = _agree(torch.tensor([int(error is not None)], device=device), world_size)

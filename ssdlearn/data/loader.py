@@ -21,15 +21,26 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..augment import PER_OBJECT_KEYS, ssd_eval_transform, ssd_train_transform
+from ..augment import (
+    PER_OBJECT_KEYS,
+    Compose,
+    PhotometricDistort,
+    RandomHorizontalFlip,
+    RandomQuarterTurn,
+    Resize,
+    ssd_eval_transform,
+    ssd_train_transform,
+)
 from ..model import IMAGENET_MEAN
+from ..tiling import RandomCrop
 from .collate import collate_detection
+from .own import CropSource
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
 __all__ = ["AugmentedDataset", "EpochBatchSampler", "drop_crowd", "per_process_batch",
-           "make_train_loader"]
+           "crop_train_transform", "make_train_loader"]
 
 
 def _sample_seed(*parts: int) -> int:
@@ -116,6 +127,21 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         return sys.maxsize
 
 
+def crop_train_transform(config: TrainConfig) -> Compose:
+    """Training on crops (``config.crop``, lesson 09): a random crop of ``crop * crop_scale``
+    pixels, resized to the input; with ``augment``, flips (and quarter turns where there is
+    no "up") before the resize and the paper's colour distortion after it (on the small
+    image: cheaper). No zoom-out or IoU crop: the crop already varies the scale and place."""
+    steps = [RandomCrop(config.crop, config.crop_scale, fill=(0.5, 0.5, 0.5))]
+    if config.augment:
+        steps += [RandomQuarterTurn()] if config.quarter_turns else []
+        steps.append(RandomHorizontalFlip())
+    steps.append(Resize(config.image_size))
+    if config.augment:
+        steps.append(PhotometricDistort())
+    return Compose(steps)
+
+
 def make_train_loader(dataset: Dataset, config: TrainConfig, start_step: int = 0,
                       rank: int = 0, world_size: int = 1) -> Iterator:
     """An endless loader of augmented, collated training batches, resumable at any step:
@@ -123,6 +149,8 @@ def make_train_loader(dataset: Dataset, config: TrainConfig, start_step: int = 0
     fill = (0.5, 0.5, 0.5) if config.dataset == "shapes" else IMAGENET_MEAN
     transform = (ssd_train_transform(config.image_size, fill=fill) if config.augment
                  else ssd_eval_transform(config.image_size))
+    if config.crop is not None:  # large images: crops at the images' own scale
+        dataset, transform = CropSource(dataset, config.crop), crop_train_transform(config)
     augmented = AugmentedDataset(dataset, transform, config.seed)
     sampler = EpochBatchSampler(len(dataset), per_process_batch(config.batch_size, world_size),
                                 config.seed, start_step, rank, world_size)
