@@ -78,9 +78,16 @@ def load_model(path: str | Path,
     return model.to(device).eval(), config
 
 
-def export_weights(checkpoint_path: str | Path, out: str | Path) -> None:
+def export_weights(checkpoint_path: str | Path, out: str | Path, half: bool = False) -> None:
     """Keep only what inference needs (weights, config, step): half the size of a
-    training checkpoint, which also holds the optimizer's momentum."""
+    training checkpoint, which also holds the optimizer's momentum. ``half`` stores the
+    floating-point weights as float16, half the size again (:func:`load_model` copies them
+    into the float32 network). The default boxes and the input normalization stay float32:
+    rounded, they would move every detection a little."""
     checkpoint = load_checkpoint(checkpoint_path)
-    save_checkpoint(out, model=checkpoint["model"], config=checkpoint["config"],
-                    step=checkpoint["step"])
+    weights = checkpoint["model"]
+    if half:
+        exact = ("priors", "image_mean", "image_std")
+        weights = {k: v.half() if v.is_floating_point() and not k.endswith(exact) else v
+                   for k, v in weights.items()}
+    save_checkpoint(out, model=weights, config=checkpoint["config"], step=checkpoint["step"])

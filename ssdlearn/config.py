@@ -72,6 +72,7 @@ class TrainConfig:
     lr_milestones: tuple[int, ...] = (80_000, 100_000)
     lr_gamma: float = 0.1
     lr_schedule: str = "step"  # step (warmup, then x lr_gamma at each milestone) | cosine
+    alpha: float = 1.0  # the paper's alpha: the weight of the localization loss (eq. 1)
     grad_clip: float | None = None
     amp: bool = True  # on CUDA: bf16 where supported, else fp16 with a grad scaler
     channels_last: bool = True

@@ -23,7 +23,7 @@ from .data import collate_detection
 from .detect import detect
 from .metrics import evaluate_coco, evaluate_voc
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "tiled_detections"]
 
 
 @torch.no_grad()
@@ -56,7 +56,7 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 32, workers: 
     was_training = model.training
     model.eval()
     if tile is not None:
-        predictions, targets = _detect_tiled(model, dataset, device, tile, tile_overlap,
+        predictions, targets = tiled_detections(model, dataset, device, tile, tile_overlap,
                                              score_threshold, nms_threshold, top_k,
                                              pre_nms_top_k)
         model.train(was_training)
@@ -83,7 +83,7 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 32, workers: 
     return _scores(predictions, targets, voc_ious)
 
 
-def _detect_tiled(model: nn.Module, dataset: Dataset, device: torch.device, tile: int,
+def tiled_detections(model: nn.Module, dataset: Dataset, device: torch.device, tile: int,
                   overlap: float, score_threshold: float, nms_threshold: float, top_k: int,
                   pre_nms_top_k: int | None) -> tuple[list[dict], list[dict]]:
     """Per image: detections over tiles, and the target, both in the image's pixels."""

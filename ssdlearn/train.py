@@ -290,7 +290,7 @@ def train(config: TrainConfig, out: str | Path, resume: str | Path | None = None
         ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     forward_model = torch.compile(ddp_model) if config.compile else ddp_model
-    loss_fn = MultiBoxLoss()
+    loss_fn = MultiBoxLoss(alpha=config.alpha)
     priors = model.priors
 
     batches = make_train_loader(train_set, config, step, rank, world_size)

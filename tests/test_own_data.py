@@ -214,3 +214,13 @@ def test_custom_training_run_writes_split_and_a_loadable_model(tmp_path):
     model, saved = load_model(tmp_path / "run" / "last.pt")
     assert saved.classes == ("box", "square") and saved.num_classes == 3
     assert isinstance(saved.priors, dict) and saved.crop == 48
+
+
+def test_alpha_weights_the_localization_loss(tmp_path):
+    config = dataclasses.replace(
+        CONFIGS["shapes"], image_size=64, train_images=16, val_images=4, batch_size=4,
+        steps=2, log_every=1, eval_every=100, checkpoint_every=100, alpha=0.0)
+    train(config, tmp_path, progress=False)
+    header, *rows = (tmp_path / "log.csv").read_text().splitlines()
+    loc = header.split(",").index("loc_loss")
+    assert [float(row.split(",")[loc]) for row in rows] == [0.0, 0.0]

@@ -302,6 +302,14 @@ def test_export_and_load_model(tmp_path):
     save_checkpoint(tmp_path / "wrong.pt", **wrong)
     with pytest.raises(ValueError, match="does not hold weights for ssd_tiny with 9 classes"):
         load_model(tmp_path / "wrong.pt")
+    export_weights(tmp_path / "last.pt", tmp_path / "half.pt", half=True)
+    half = load_checkpoint(tmp_path / "half.pt")["model"]
+    assert half["priors"].dtype == torch.float32 and torch.equal(half["priors"], trained["priors"])
+    assert {v.dtype for k, v in half.items() if k.endswith("weight")} == {torch.float16}
+    small, _ = load_model(tmp_path / "half.pt")
+    for name, value in small.state_dict().items():
+        assert value.dtype == trained[name].dtype
+        torch.testing.assert_close(value, trained[name], rtol=1e-3, atol=1e-4)
 
 
 def test_lessons_import_these_from_ssdlearn_train():

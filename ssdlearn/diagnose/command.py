@@ -53,18 +53,24 @@ def _training_api() -> tuple:
 def collect_detections(model: nn.Module, dataset, batch_size: int = 32,
                        device: torch.device | None = None, score_threshold: float = 0.01,
                        nms_threshold: float = 0.45, top_k: int = 200,
+                       tile: int | None = None, tile_overlap: float = 0.25,
                        ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:  # fmt: skip
     """Detect on every image of ``dataset``: (predictions, targets), boxes in pixels.
 
     The same detections as ``evaluate`` scores (the paper's settings; boxes clipped to the
-    image), in the format of :mod:`ssdlearn.metrics`, on the CPU.
+    image), in the format of :mod:`ssdlearn.metrics`, on the CPU. With ``tile``, large
+    images are detected over tiles, as ``evaluate`` does for such a model (lesson 09).
     """
     from torch.utils.data import DataLoader
 
     from ..data import collate_detection
     from ..detect import detect, to_pixels
+    from ..evaluate import tiled_detections
 
     device = device or next(model.parameters()).device
+    if tile is not None:
+        return tiled_detections(model, dataset, device, tile, tile_overlap, score_threshold,
+                                nms_threshold, top_k, 400)
     was_training = model.training
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_detection)
@@ -134,7 +140,8 @@ def diagnose(checkpoint: str | Path, out: str | Path = "diagnosis",
 
         val_set = Subset(val_set, range(min(max_images, len(val_set))))
     groups = _parse_groups(similar, class_names)
-    predictions, targets = collect_detections(model, val_set, batch_size, torch_device)
+    predictions, targets = collect_detections(model, val_set, batch_size, torch_device,
+                                              tile=config.crop, tile_overlap=config.tile_overlap)
 
     panels = {"all classes": kind_shares(predictions, targets, groups)}
     for group in groups:
