@@ -169,7 +169,8 @@ def main() -> None:
             row["load_average_1min"] = round(os.getloadavg()[0], 2)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print("\n| library | seeds | wall s | steps | AP@0.5 | AP@0.4 |\n|---|---|---|---|---|---|")
+    print("\n| library | seeds | s (mean) | steps | AP@0.5 mean (range) | AP@0.4 mean (range) |"
+          "\n|---|---|---|---|---|---|")
     for name in ("ssdlearn", "torchvision SSD"):
         runs = [row[name] for row in rows if name in row]
         if not runs:
@@ -177,7 +178,7 @@ def main() -> None:
         mean = {k: sum(r[k] for r in runs) / len(runs) for k in ("steps", "ap@0.5", "ap@0.4")}
         spread = {k: (min(r[k] for r in runs), max(r[k] for r in runs))
                   for k in ("ap@0.5", "ap@0.4")}
-        wall = runs[0].get("wall_seconds", runs[0]["seconds"])
+        wall = sum(r.get("wall_seconds", r["seconds"]) for r in runs) / len(runs)
         print(f"| {name} | {len(runs)} | {wall:.0f} | {mean['steps']:.0f} | "
               f"{mean['ap@0.5']:.3f} ({spread['ap@0.5'][0]:.3f}-{spread['ap@0.5'][1]:.3f}) | "
               f"{mean['ap@0.4']:.3f} ({spread['ap@0.4'][0]:.3f}-{spread['ap@0.4'][1]:.3f}) |")
