@@ -72,9 +72,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         text = getattr(args, f.name, None)
         if text is not None:
             try:
-                changes[f.name] = (tuple(n.strip() for n in text.split(",") if n.strip())
-                                   if f.name == "classes" else
-                                   _parse_value(text, getattr(preset, f.name), str(f.type)))
+                changes[f.name] = _parse_value(text, getattr(preset, f.name), str(f.type))
             except (ValueError, argparse.ArgumentTypeError) as error:
                 raise ValueError(f"--{f.name.replace('_', '-')} {text}: {error}") from None
     config = dataclasses.replace(preset, **changes)
@@ -91,9 +89,10 @@ def _parse_value(text: str, default, annotation: str = ""):
         if text.lower() in ("0", "false", "no", "off"):
             return False
         raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    if isinstance(default, tuple):
-        kind = type(default[0]) if default else int
-        return tuple(kind(v) for v in text.split(",") if v)
+    if isinstance(default, tuple) or annotation.startswith("tuple"):
+        kind = (str if annotation.startswith("tuple[str")
+                else float if "float" in annotation else int)
+        return tuple(kind(v.strip()) for v in text.split(",") if v.strip())
     if text.lower() == "none":
         return None
     if isinstance(default, int) or default is None and annotation.startswith("int"):
@@ -131,6 +130,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     from .checkpoint import load_model
     from .config import build_datasets, pick_device
     from .evaluate import evaluate
+    from .train import evaluation_options
 
     device = pick_device(args.device)
     model, config = load_model(args.checkpoint, device)
@@ -139,9 +139,10 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     config = dataclasses.replace(config, **changes)
     _, val_set, class_names = build_datasets(config)
     metrics = evaluate(model, val_set, args.batch_size, device=device,
-                       pre_nms_top_k=args.pre_nms_top_k)
-    print(f"{args.checkpoint}: {config.model} on {config.dataset} "
-          f"({config.val_split if config.dataset != 'shapes' else 'held-out shapes'}, "
+                       pre_nms_top_k=args.pre_nms_top_k, **evaluation_options(config))
+    split = {"shapes": "held-out shapes", "voc": config.val_split,
+             "coco": config.val_split}.get(config.dataset, "held-out images")
+    print(f"{args.checkpoint}: {config.model} on {config.dataset} ({split}, "
           f"{len(val_set)} images)\n")
     print(format_table(metrics, class_names))
     if args.json:
@@ -162,6 +163,8 @@ def format_table(metrics: dict, class_names: Sequence[str]) -> str:
                       ("map_small", "AP small"), ("map_medium", "AP medium"),
                       ("map_large", "AP large"), ("voc07_map", "VOC07 mAP (11-point)")):
         lines.append(f"{text:<28} {metrics[key]:>7.3f}")
+    for key in sorted((k for k in metrics if k.startswith("voc_ap@")), reverse=True):
+        lines.append(f"{'VOC area AP@' + key[7:]:<28} {metrics[key]:>7.3f}")
     return "\n".join(lines)
 
 

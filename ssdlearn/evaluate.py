@@ -57,8 +57,8 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 32, workers: 
     model.eval()
     if tile is not None:
         predictions, targets = tiled_detections(model, dataset, device, tile, tile_overlap,
-                                             score_threshold, nms_threshold, top_k,
-                                             pre_nms_top_k)
+                                                score_threshold, nms_threshold, top_k,
+                                                pre_nms_top_k)
         model.train(was_training)
         return _scores(predictions, targets, voc_ious)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
@@ -84,8 +84,8 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 32, workers: 
 
 
 def tiled_detections(model: nn.Module, dataset: Dataset, device: torch.device, tile: int,
-                  overlap: float, score_threshold: float, nms_threshold: float, top_k: int,
-                  pre_nms_top_k: int | None) -> tuple[list[dict], list[dict]]:
+                     overlap: float, score_threshold: float, nms_threshold: float, top_k: int,
+                     pre_nms_top_k: int | None) -> tuple[list[dict], list[dict]]:
     """Per image: detections over tiles, and the target, both in the image's pixels."""
     from .tiling import detect_tiled
 

@@ -209,6 +209,7 @@ class RandomCrops(Dataset):
             raise ValueError(f"scale must satisfy 0 < low <= high, got {scale!r}")
         self.samples = list(samples)
         self.crop, self.length, self.scale = crop, int(length), scale
+        self.cropper = RandomCrop(crop, scale, fill)
         self.transform, self.fill, self.seed = transform, fill, seed
         self.epoch = 0
         areas = torch.tensor([float(img.shape[1] * img.shape[2]) for img, _ in self.samples])
@@ -227,18 +228,10 @@ class RandomCrops(Dataset):
             hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
         which = int(torch.multinomial(self.weights, 1, generator=generator))
         image, target = self.samples[which]
-        low, high = self.scale
-        draw = float(torch.rand(1, generator=generator))
-        side = int(round(self.crop * (low + (high - low) * draw)))
-        image, target = self.cut(image, target, side, generator)
+        image, target = self.cropper(image, target, generator)
         if self.transform is not None:
             image, target = self.transform(image, target)
         return image, target
-
-    def cut(self, image: Tensor, target: dict, side: int,
-            generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
-        """A random ``side`` x ``side`` crop (padded where the image is smaller)."""
-        return random_square(image, target, side, self.fill, generator)
 
 
 def random_square(image: Tensor, target: dict, side: int, fill: Sequence[float] = (0.5,) * 3,

@@ -224,3 +224,23 @@ def test_alpha_weights_the_localization_loss(tmp_path):
     header, *rows = (tmp_path / "log.csv").read_text().splitlines()
     loc = header.split(",").index("loc_loss")
     assert [float(row.split(",")[loc]) for row in rows] == [0.0, 0.0]
+
+
+def test_evaluate_command_detects_over_tiles_for_a_crop_checkpoint(tmp_path, capsys):
+    from ssdlearn.cli import _parse_value, evaluate_main
+
+    config = dataclasses.replace(
+        CONFIGS["custom"], annotations=str(write_photos(tmp_path, count=5)), batch_size=2,
+        steps=2, eval_every=2, checkpoint_every=2, log_every=1, image_size=64, crop=48,
+        val_fraction=0.4)
+    result = train(config, tmp_path / "run", progress=False)
+    assert evaluate_main(["--checkpoint", str(tmp_path / "run" / "last.pt"),
+                          "--json", str(tmp_path / "m.json")]) == 0
+    again = json.loads((tmp_path / "m.json").read_text())
+    for key in ("voc_ap@0.5", "voc_ap@0.4", "map"):
+        assert again[key] == pytest.approx(result[key], nan_ok=True)
+    out = capsys.readouterr().out
+    assert "held-out images" in out and "VOC area AP@0.5" in out and "VOC area AP@0.4" in out
+    assert _parse_value("a, b", None, "tuple[str, ...] | None") == ("a", "b")
+    assert _parse_value("0.6,1.6", (1.0, 1.0), "tuple[float, float]") == (0.6, 1.6)
+    assert _parse_value("256", None, "int | None") == 256

@@ -109,7 +109,8 @@ def held_out_split(files: DetectionFiles, fraction: float, seed: int = 0,
         count = min(max(1, round(fraction * len(ids))), len(ids) - 1)
         order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))
         val = sorted(order[:count].tolist())
-    train = [i for i in range(len(ids)) if i not in set(val)]
+    held = set(val)
+    train = [i for i in range(len(ids)) if i not in held]
     return train, val
 
 
