@@ -198,6 +198,9 @@ def detect_main(argv: Sequence[str] | None = None) -> int:
                         help="detect tile by tile, SIZE pixels a side (large images)")
     parser.add_argument("--tile-overlap", type=float, default=0.25, metavar="F",
                         help="fraction of a tile shared with the next (default 0.25)")
+    parser.add_argument("--views", type=int, default=1, choices=(1, 2, 4, 8),
+                        help="with --tile: see each tile 1, 2 (mirrored), 4 or 8 ways (quarter "
+                             "turns) and merge; for images with no 'up' (default 1)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     from .config import class_names, pick_device
@@ -218,7 +221,7 @@ def detect_main(argv: Sequence[str] | None = None) -> int:
 
             found = detect_tiled(model, image.to(device), args.tile, args.tile_overlap,
                                  score_threshold=args.score_threshold,
-                                 pre_nms_top_k=args.pre_nms_top_k)
+                                 pre_nms_top_k=args.pre_nms_top_k, views=args.views)
             found = {key: value.cpu() for key, value in found.items()}
         else:
             found = detect_image(model, image, args.score_threshold, args.pre_nms_top_k)

@@ -52,6 +52,7 @@ class TrainConfig:
     crop: int | None = None  # train on crops of this many pixels, evaluate over such tiles
     crop_scale: tuple[float, float] = (1.0, 1.0)  # crop sides from crop * these, resized
     tile_overlap: float = 0.25  # evaluation tiles: the share of a tile its neighbour sees
+    tile_views: int = 1  # evaluation tiles seen 1, 2 (mirrored), 4 or 8 ways (quarter turns)
     quarter_turns: bool = False  # augment with 90-degree turns (images with no "up")
     data_root: str = "data"  # COCO: the folder `python -m ssdlearn data coco2017` writes
     train_split: str = "trainval"  # voc: "2007:trainval,2012:trainval"; coco: train2017
@@ -106,6 +107,8 @@ class TrainConfig:
         if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1]:
             raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high, "
                              f"got {self.crop_scale}")
+        if isinstance(self.tile_views, bool) or self.tile_views not in (1, 2, 4, 8):
+            raise ValueError(f"tile_views must be 1, 2, 4 or 8, got {self.tile_views!r}")
         if not (isinstance(self.priors, dict) or self.priors in ("default", "fit")):
             raise ValueError(f"priors must be 'default', 'fit' or a PriorConfig's fields, "
                              f"got {self.priors!r}")
@@ -131,15 +134,16 @@ CONFIGS: dict[str, TrainConfig] = {
         eval_every=1700, checkpoint_every=500, max_minutes=None,
     ),
     # Tree crowns in NEON aerial images (lesson 09): two images to train on, one held out,
-    # scored by detection over tiles. Crops of 256 pixels at the images' own scale, resized
-    # to 128; default boxes fitted to the crowns; flips, quarter turns and colour
-    # distortion (the held-out forest is denser and darker than the training one).
+    # scored by detection over tiles, each seen 8 ways (mirrored, quarter turns). Crops of
+    # 256 pixels at the images' own scale, resized to 128; default boxes fitted to the
+    # crowns; flips, quarter turns and colour distortion (the held-out forest is denser and
+    # darker than the training one).
     "trees": _preset(
         name="trees", model="ssd_tiny", dataset="trees", image_size=128, priors="fit",
         num_classes=2, classes=("tree",), crop=256, crop_scale=(0.8, 1.25),
-        quarter_turns=True, augment=True, batch_size=16, steps=800, optimizer="adamw",
-        lr=3e-3, weight_decay=1e-4, warmup_steps=25, lr_schedule="cosine", grad_clip=10.0,
-        workers=0, log_every=25, eval_every=800, checkpoint_every=800,
+        quarter_turns=True, tile_views=8, augment=True, batch_size=16, steps=800,
+        optimizer="adamw", lr=3e-3, weight_decay=1e-4, warmup_steps=25, lr_schedule="cosine",
+        grad_clip=10.0, workers=0, log_every=25, eval_every=800, checkpoint_every=800,
     ),
     # Your own annotations: --annotations FILE_OR_FOLDER [--images DIR] [--classes a,b].
     # A fifth of the images held out (split.json in the run folder), default boxes fitted

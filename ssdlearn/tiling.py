@@ -10,7 +10,8 @@ So both sides of the pipeline work on pieces of the image at (about) their own s
 - detection: :func:`detect_tiled` cuts the image into overlapping tiles of ``tile``
   pixels, resizes each to the network's input, runs the tiles in batches, moves every
   detection back to the whole image's pixels, and merges them with one class-aware NMS,
-  so an object seen by two overlapping tiles is reported once.
+  so an object seen by two overlapping tiles is reported once. With ``views``, each tile is
+  also seen mirrored and turned (test-time augmentation for images with no "up").
 
 Tiles overlap so that every object that fits in ``overlap * tile`` pixels lies whole in at
 least one tile. A tile's cut-off part of such an object is a partial box; ``edge_margin``
@@ -31,8 +32,8 @@ from torch.utils.data import Dataset
 from .augment import PER_OBJECT_KEYS, crop_boxes
 from .detect import batched_nms, detect
 
-__all__ = ["tile_starts", "tile_grid", "cut_tiles", "detect_tiled", "random_square", "RandomCrop",
-           "RandomCrops"]
+__all__ = ["tile_starts", "tile_grid", "cut_tiles", "detect_tiled", "VIEWS", "undo_view",
+           "random_square", "RandomCrop", "RandomCrops"]
 
 
 def _check_tile(tile: int, overlap: float) -> None:
@@ -94,6 +95,25 @@ def cut_tiles(image: Tensor, tiles: Tensor, size: tuple[int, int]) -> Tensor:
                          antialias=True).clamp_(0, 1)
 
 
+# (mirrored, quarter turns counter-clockwise) of each view, for ``views`` = 1, 2, 4, 8.
+VIEWS = {
+    1: [(False, 0)],
+    2: [(False, 0), (True, 0)],
+    4: [(False, 0), (True, 0), (False, 2), (True, 2)],
+    8: [(mirror, turns) for mirror in (False, True) for turns in range(4)],
+}
+
+
+def undo_view(boxes: Tensor, mirror: bool, turns: int) -> Tensor:
+    """Boxes[N, 4] (xyxy, normalized) found in a mirrored and turned tile, in the tile:
+    undo the turns (a point (x, y) of the turned tile was at (1 - y, x)), then the mirror."""
+    for _ in range(turns):
+        boxes = torch.stack([1 - boxes[:, 3], boxes[:, 0], 1 - boxes[:, 1], boxes[:, 2]], dim=1)
+    if mirror:
+        boxes = torch.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], dim=1)
+    return boxes
+
+
 def detect_tiled(
     model: torch.nn.Module,
     image: Tensor,
@@ -102,10 +122,11 @@ def detect_tiled(
     *,
     score_threshold: float = 0.01,
     nms_threshold: float = 0.45,
-    top_k: int = 1000,
+    top_k: int | None = 1000,
     top_k_per_tile: int = 200,
     pre_nms_top_k: int | None = 400,
     edge_margin: float = 0.0,
+    views: int = 1,
     batch_size: int = 16,
 ) -> dict[str, Tensor]:
     """Detect over a large image tile by tile; one set of detections in its pixels.
@@ -118,9 +139,13 @@ def detect_tiled(
         overlap: fraction of the tile shared with the next tile.
         score_threshold, nms_threshold, top_k_per_tile, pre_nms_top_k: as
             :func:`ssdlearn.detect.detect` (its ``top_k`` and ``pre_nms_top_k``), per tile.
-        top_k: detections kept for the whole image, best first.
+        top_k: detections kept for the whole image, best first; None keeps them all.
         edge_margin: drop a tile's detection whose box comes within this many pixels
             (of ``image``) of a tile side that is not the image's border; 0 keeps them all.
+        views: test-time augmentation for images with no "up" (aerial photos): 1 sees each
+            tile as it is; 2 adds its mirror; 4 adds both turned upside down; 8 sees all
+            four quarter turns of both. Every view's detections are turned back and merged
+            by the same NMS. Needs a square network input when turning by a quarter.
         batch_size: tiles per forward pass.
     Returns:
         dict with ``boxes`` Tensor[K, 4] (xyxy, pixels of ``image``), ``scores`` Tensor[K]
@@ -133,6 +158,11 @@ def detect_tiled(
         raise ValueError(f"edge_margin must be >= 0 pixels, got {edge_margin!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(views, bool) or views not in VIEWS:
+        raise ValueError(f"views must be one of {sorted(VIEWS)}, got {views!r}")
+    if views == 8 and model.image_size[0] != model.image_size[1]:
+        raise ValueError(f"views=8 turns tiles by a quarter, which needs a square network "
+                         f"input; this one is {model.image_size} (height, width)")
     _, height, width = image.shape
     tiles = tile_grid(height, width, tile, overlap).to(image.device)
     found_boxes, found_scores, found_labels = [], [], []
@@ -142,12 +172,18 @@ def detect_tiled(
         with torch.no_grad():
             for start in range(0, len(tiles), batch_size):
                 part = tiles[start:start + batch_size]
-                loc, conf = model(cut_tiles(image, part, model.image_size))
-                found = detect(loc, conf, model.priors, score_threshold, nms_threshold,
-                               top_k_per_tile, pre_nms_top_k=pre_nms_top_k)
+                batch = cut_tiles(image, part, model.image_size)
+                found = []
+                for mirror, turns in VIEWS[views]:
+                    view = torch.rot90(batch.flip(-1) if mirror else batch, turns, (2, 3))
+                    loc, conf = model(view)
+                    for f in detect(loc, conf, model.priors, score_threshold, nms_threshold,
+                                    top_k_per_tile, pre_nms_top_k=pre_nms_top_k):
+                        found.append({**f, "boxes": undo_view(f["boxes"], mirror, turns)})
                 counts = [len(f["scores"]) for f in found]
                 boxes = torch.cat([f["boxes"] for f in found])  # normalized to their tile
-                owner = part.repeat_interleave(torch.tensor(counts, device=part.device), dim=0)
+                owner = part.repeat(len(VIEWS[views]), 1)  # found is view by view
+                owner = owner.repeat_interleave(torch.tensor(counts, device=part.device), dim=0)
                 side = (owner[:, 2:] - owner[:, :2]).repeat(1, 2).to(boxes)
                 boxes = boxes * side + owner[:, :2].repeat(1, 2).to(boxes)
                 keep = _away_from_inner_edges(boxes, owner, edge_margin, height, width)

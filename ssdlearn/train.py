@@ -411,7 +411,8 @@ def evaluation_options(config: TrainConfig) -> dict:
     reports 0.4)."""
     options: dict = {}
     if config.crop is not None:
-        options.update(tile=config.crop, tile_overlap=config.tile_overlap)
+        options.update(tile=config.crop, tile_overlap=config.tile_overlap,
+                       tile_views=config.tile_views)
     if config.dataset in ("trees", "custom"):
         options["voc_ious"] = (0.5, 0.4)
     return options

@@ -108,6 +108,24 @@ def test_detect_tiled_gives_boxes_in_the_whole_images_pixels(checkpoint, tmp_pat
         assert 0 <= x1 <= x2 <= 160 and 0 <= y1 <= y2 <= 160
 
 
+def test_detect_tiled_in_eight_views(checkpoint, tmp_path, capsys):
+    path = _png(tmp_path, 160)
+    outputs = {}
+    for views in ("1", "8"):
+        assert ssdlearn_main(["detect", "--checkpoint", str(checkpoint), str(path), "--out",
+                              str(tmp_path / views), "--score-threshold", "0.0", "--tile", "64",
+                              "--views", views, "--device", "cpu"]) == 0
+        outputs[views] = json.loads((tmp_path / views / "shapes.json").read_text())
+    assert outputs["8"] != outputs["1"]  # the other seven views found other boxes too
+    for record in outputs["8"]:
+        x1, y1, x2, y2 = record["box_xyxy"]
+        assert 0 <= x1 <= x2 <= 160 and 0 <= y1 <= y2 <= 160
+    with pytest.raises(SystemExit):
+        ssdlearn_main(["detect", "--checkpoint", str(checkpoint), str(path), "--tile", "64",
+                       "--views", "3"])
+    assert "--views: invalid choice: 3" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_detect_with_torchvision_weights(tmp_path, monkeypatch, capsys):
     from torchvision.models import detection

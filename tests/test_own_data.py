@@ -167,6 +167,8 @@ def test_priors_field_is_checked():
                                 priors=prior_fields(tiny_prior_config(128))))
     with pytest.raises(ValueError, match="lr_schedule must be"):
         TrainConfig(lr_schedule="linear")
+    with pytest.raises(ValueError, match="tile_views must be 1, 2, 4 or 8, got 3"):
+        TrainConfig(tile_views=3)
 
 
 def test_cosine_schedule():
@@ -193,9 +195,10 @@ def test_tiled_evaluation_is_detect_tiled_then_voc(tmp_path):
     torch.manual_seed(0)
     model = build_model(config).eval()
     _, val_set, _ = build_datasets(config)
-    metrics = evaluate(model, val_set, tile=256, tile_overlap=0.25, voc_ious=(0.5, 0.4))
+    metrics = evaluate(model, val_set, tile=256, tile_overlap=0.25, tile_views=2,
+                       voc_ious=(0.5, 0.4))
     image, target = val_set[0]
-    found = detect_tiled(model, image, 256, 0.25, top_k_per_tile=200)
+    found = detect_tiled(model, image, 256, 0.25, top_k=None, top_k_per_tile=200, views=2)
     truth = {"boxes": target["boxes"] * torch.tensor([1249, 1035, 1249, 1035]),
              "labels": target["labels"]}
     for iou in (0.5, 0.4):

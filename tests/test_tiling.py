@@ -115,6 +115,67 @@ def test_model_mode_is_restored():
     assert model.training
 
 
+
+class WideAndTall(nn.Module):
+    """A stand-in SSD with two default boxes per cell of an 8x8 grid over its 32x32 input:
+    one two cells wide, one two cells tall. A box's score is high when all of it is white,
+    so a white 2x1-cell bar is found by the wide box when it lies flat, by the tall one
+    when the view has turned it upright."""
+
+    image_size = (32, 32)
+
+    def __init__(self) -> None:
+        super().__init__()
+        i, j = torch.meshgrid(torch.arange(7), torch.arange(8), indexing="ij")
+        i, j = i.flatten().float(), j.flatten().float()
+        wide = torch.stack([(i + 1) / 8, (j + 0.5) / 8, torch.full_like(i, 2 / 8),
+                            torch.full_like(i, 1 / 8)], 1)  # i walks x, j walks y
+        tall = torch.stack([(j + 0.5) / 8, (i + 1) / 8, torch.full_like(i, 1 / 8),
+                            torch.full_like(i, 2 / 8)], 1)
+        self.register_buffer("priors", torch.cat([wide, tall]))
+        self.calls = 0
+
+    def forward(self, images):
+        self.calls += 1
+        white = F.avg_pool2d(images.mean(1), 4)  # [B, 8 (y), 8 (x)]
+        wide = (white[:, :, :-1] + white[:, :, 1:]) / 2  # [B, y, x], x = 0..6
+        tall = (white[:, :-1, :] + white[:, 1:, :]) / 2  # [B, y, x], y = 0..6
+        score = torch.cat([wide.transpose(1, 2).flatten(1), tall.flatten(1)], dim=1)
+        conf = torch.stack([torch.zeros_like(score), 40 * (score - 0.75)], dim=-1)
+        return torch.zeros(len(images), len(self.priors), 4), conf
+
+
+@pytest.mark.parametrize("views", [1, 2, 4, 8])
+def test_every_view_maps_its_boxes_back_onto_the_object(views):
+    image = black(32, 64)
+    image[:, 4:8, 16:24] = 1  # a bar two cells wide in the left tile, off every centre
+    model = WideAndTall()
+    found = detect_tiled(model, image, tile=32, overlap=0.0, score_threshold=0.9, views=views)
+    assert found["boxes"].tolist() == [[16.0, 4.0, 24.0, 8.0]]
+    assert model.calls == views  # both tiles in one batch, once per view
+    every = detect_tiled(model, image, tile=32, overlap=0.0, score_threshold=0.9, views=views,
+                         nms_threshold=1.0)
+    assert every["boxes"].tolist() == [[16.0, 4.0, 24.0, 8.0]] * views  # one per view
+
+
+def test_views_need_a_known_count_and_quarter_turns_a_square_input():
+    with pytest.raises(ValueError, match=r"views must be one of \[1, 2, 4, 8\], got 3"):
+        detect_tiled(WhiteCells(), black(32, 32), tile=32, views=3)
+    model = WhiteCells()
+    model.image_size = (32, 64)
+    with pytest.raises(ValueError, match="needs a square network input"):
+        detect_tiled(model, black(32, 32), tile=32, views=8)
+
+
+def test_no_cap_on_the_whole_image():
+    image = torch.rand(3, 32, 96, generator=torch.Generator().manual_seed(0))  # weak finds
+    capped = detect_tiled(WhiteCells(), image, tile=32, overlap=0.0, score_threshold=0.01,
+                          top_k=10)
+    every = detect_tiled(WhiteCells(), image, tile=32, overlap=0.0, score_threshold=0.01,
+                         top_k=None)
+    assert len(capped["scores"]) == 10 and len(every["scores"]) > 10
+    torch.testing.assert_close(every["scores"][:10], capped["scores"])
+
 def _sample(height=60, width=80):
     image = black(height, width)
     image[:, 10:30, 20:40] = 1
