@@ -89,10 +89,15 @@ def torchvision_detector(name: str = "ssd300_vgg16",
     return model, tuple(weights.meta["categories"])
 
 
+MAX_LABELS = 50  # boxes a drawing labels with class and score; beyond, boxes only
+
+
 def write_detections(image: Tensor, found: dict, class_names: Sequence[str], path: Path,
                      out: Path) -> Path:
     """Write ``out/STEM.json`` (one record per box) and ``out/STEM.png`` (the drawing);
-    returns the PNG's path."""
+    returns the PNG's path. Above :data:`MAX_LABELS` boxes (an aerial image, a crowd) the
+    drawing leaves out the class-and-score labels, which would hide the image; the JSON
+    has them all."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,7 +115,8 @@ def write_detections(image: Tensor, found: dict, class_names: Sequence[str], pat
     fig, ax = plt.subplots(figsize=(8, 8 * height / width))
     ax.imshow(image.permute(1, 2, 0).numpy())
     ax.axis("off")
-    draw_boxes(ax, found["boxes"], found["labels"], found["scores"], class_names)
+    draw_boxes(ax, found["boxes"], found["labels"], found["scores"], class_names,
+               show_text=len(records) <= MAX_LABELS)
     png = out / f"{path.stem}.png"
     fig.savefig(png, bbox_inches="tight", dpi=100)
     plt.close(fig)

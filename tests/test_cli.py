@@ -164,3 +164,21 @@ def test_unknown_command(capsys):
     assert ssdlearn_main(["fly"]) == 2
     assert ssdlearn_main([]) == 0
     assert "train" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("count,labelled", [(3, True), (50, True), (51, False)])
+def test_crowded_drawings_leave_out_the_labels(tmp_path, monkeypatch, count, labelled):
+    import torch
+
+    import ssdlearn.viz
+    from ssdlearn.predict import write_detections
+
+    calls = []
+    monkeypatch.setattr(ssdlearn.viz, "draw_boxes", lambda *args, **kw: calls.append(kw))
+    corner = torch.arange(count, dtype=torch.float32)[:, None].repeat(1, 2)
+    found = {"boxes": torch.cat([corner, corner + 5], dim=1), "scores": torch.full((count,), 0.5),
+             "labels": torch.ones(count, dtype=torch.long)}
+    write_detections(torch.zeros(3, 64, 64), found, ["background", "tree"],
+                     tmp_path / "a.png", tmp_path / "out")
+    assert calls == [{"show_text": labelled}]
+    assert len(json.loads((tmp_path / "out" / "a.json").read_text())) == count
