@@ -5,6 +5,8 @@ commit's, back to back on this machine.
     python benchmarks/shapes_speed.py --seeds 0 --uncapped     # both without max_minutes
     python benchmarks/shapes_speed.py --profile                # where one run's seconds go
     python benchmarks/shapes_speed.py --profile --profile-steps 300   # the same, shorter
+    python benchmarks/shapes_speed.py --old HEAD --uncapped --new-args "--width 24 \
+        --aspect-ratios 4 --scale-range 0.07,0.9"      # a candidate against today's preset
 
 A run is the whole command, ``python -m ssdlearn train --config shapes --seed S --out DIR
 --no-progress``, timed from the start of the process to its exit (start-up, data, training
@@ -23,28 +25,33 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"map_50": 0.95, "map": 0.70}
 # The preset as commit 552eca6 defines it (ssdlearn/train.py there), for --profile.
 OLD_PRESET = dict(
-    train_images=50_000, val_images=500, shapes_min_scale=0.1, augment=False, batch_size=16,
-    steps=1700, optimizer="adamw", lr=3e-3, weight_decay=1e-4, warmup_steps=50,
+    width=32, aspect_ratios=(2, 3, 4), scale_range=(0.1, 0.9), train_images=50_000,
+    val_images=500, shapes_min_scale=0.1, augment=False, batch_size=16, steps=1700,
+    optimizer="adamw", lr=3e-3, weight_decay=1e-4, warmup_steps=50,
     lr_milestones=(1330, 1560), grad_clip=10.0, workers=0, log_every=25, eval_every=1700,
     checkpoint_every=500, max_minutes=4.5,
 )
 
 
-def run_command(source: Path, seed: int, out: Path, uncapped: bool) -> dict:
-    """One ``train --config shapes`` from the checkout at ``source``; wall time and metrics."""
+def run_command(source: Path, seed: int, out: Path, uncapped: bool,
+                extra: Sequence[str] = ()) -> dict:
+    """One ``train --config shapes`` from the checkout at ``source``; wall time and metrics.
+    ``extra``: more options for the command (fields of the preset to change)."""
     command = [sys.executable, "-m", "ssdlearn", "train", "--config", "shapes", "--seed",
-               str(seed), "--out", str(out), "--no-progress"]
+               str(seed), "--out", str(out), "--no-progress", *extra]
     if uncapped:
         command += ["--max-minutes", "none"]
     env = {**os.environ, "PYTHONPATH": str(source)}
@@ -57,7 +64,7 @@ def run_command(source: Path, seed: int, out: Path, uncapped: bool) -> dict:
             "map": metrics.get("map"), "map_50": metrics.get("map_50"), "targets_met": met}
 
 
-def compare(old_ref: str, seeds: list[int], uncapped: bool) -> dict:
+def compare(old_ref: str, seeds: list[int], uncapped: bool, new_args: Sequence[str] = ()) -> dict:
     results: dict = {"old": [], "new": []}
     with tempfile.TemporaryDirectory() as scratch:
         old_tree = Path(scratch) / "old"
@@ -66,7 +73,8 @@ def compare(old_ref: str, seeds: list[int], uncapped: bool) -> dict:
         try:
             for seed in seeds:
                 for name, source in (("old", old_tree), ("new", ROOT)):
-                    run = run_command(source, seed, Path(scratch) / f"{name}{seed}", uncapped)
+                    run = run_command(source, seed, Path(scratch) / f"{name}{seed}", uncapped,
+                                      new_args if name == "new" else ())
                     results[name].append(run)
                     print(f"{name} seed {seed}: {run['wall_s']:6.1f} s, {run['steps']} steps, "
                           f"mAP {run['map']:.3f}, mAP@0.5 {run['map_50']:.3f}, targets "
@@ -78,7 +86,8 @@ def compare(old_ref: str, seeds: list[int], uncapped: bool) -> dict:
     new = statistics.fmean(r["wall_s"] for r in results["new"])
     print(f"\nmean wall time: old ({old_ref}) {old:.1f} s, new {new:.1f} s: "
           f"{old / new:.2f}x faster")
-    return {**results, "old_ref": old_ref, "uncapped": uncapped, "speedup": round(old / new, 2)}
+    return {**results, "old_ref": old_ref, "uncapped": uncapped, "new_args": list(new_args),
+            "speedup": round(old / new, 2)}
 
 
 def profile(preset: dict | None, steps: int | None = None) -> dict:
@@ -145,6 +154,9 @@ def main() -> None:
     parser.add_argument("--old", default="552eca6", help="the commit to compare with")
     parser.add_argument("--uncapped", action="store_true",
                         help="run both without their max_minutes stop")
+    parser.add_argument("--new-args", default="",
+                        help="options added to this tree's command, to time a candidate "
+                             "preset, e.g. \"--width 24 --aspect-ratios 4\"")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--profile-steps", type=int, default=None,
                         help="profile only this many steps (then the evaluation)")
@@ -170,7 +182,7 @@ def main() -> None:
                   f"mAP@0.5 {run['map_50']:.3f}")
     else:
         seeds = [int(s) for s in args.seeds.split(",")]
-        result = compare(args.old, seeds, args.uncapped)
+        result = compare(args.old, seeds, args.uncapped, shlex.split(args.new_args))
     result["machine"] = machine
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))

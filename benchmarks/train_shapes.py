@@ -4,12 +4,13 @@
     python benchmarks/train_shapes.py --seeds 0,1,2   # three pairs of runs, and the means
     python benchmarks/train_shapes.py --minutes 1 --skip-torchvision
 
-Both train the same tiny backbone (``ssdlearn.model.TinyFeatures``), with the same default
-boxes, on the same generated images in the same order, with the same optimizer, learning
-rate schedule and time budget; both are scored by ``ssdlearn.metrics.evaluate_coco`` on the
-same held-out images. The differences are the SSD machinery: ssdlearn's batched matching,
-encoding and MultiBox loss and its postprocessing against torchvision's per-image
-``SSDMatcher``, ``BoxCoder``, loss and ``postprocess_detections``.
+Both train the same tiny backbone (``ssdlearn.model.TinyFeatures`` at the preset's width),
+with the same default boxes, on the same generated images in the same order, with the same
+optimizer, learning rate schedule and time budget; both are scored by
+``ssdlearn.metrics.evaluate_coco`` on the same held-out images. The differences are the
+SSD machinery: ssdlearn's batched matching, encoding and MultiBox loss and its
+postprocessing against torchvision's per-image ``SSDMatcher``, ``BoxCoder``, loss and
+``postprocess_detections``.
 """
 
 from __future__ import annotations
@@ -50,12 +51,12 @@ class DictFeatures(nn.Module):
 
 
 def torchvision_ssd(config) -> SSD:
-    priors = tiny_prior_config(config.image_size)
+    priors = tiny_prior_config(config.image_size, config.aspect_ratios)
     size = config.image_size
     scales = [s / size for s in priors.min_sizes] + [priors.max_sizes[-1] / size]
     anchors = DefaultBoxGenerator([list(r) for r in priors.aspect_ratios], scales=scales,
                                   steps=[size // f for f in priors.feature_maps], clip=False)
-    features = TinyFeatures()
+    features = TinyFeatures(config.width)
     head = SSDHead(features.channels, anchors.num_anchors_per_location(), config.num_classes)
     return SSD(DictFeatures(features), anchors, (size, size), config.num_classes,
                image_mean=[0.5] * 3, image_std=[0.5] * 3, head=head, score_thresh=0.01,

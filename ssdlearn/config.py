@@ -43,6 +43,11 @@ class TrainConfig:
     # ssd_tiny only: "default" (its own boxes), "fit" (fitted to the training objects when
     # training starts, then saved here as a PriorConfig's fields), or those fields.
     priors: str | dict = "default"
+    # ssd_tiny with priors="default" (lesson 02): on every map, besides the two of ratio 1,
+    # a box of ratio r and one of 1/r for each r here, at scales from eq. 4 between s_min
+    # and s_max (lesson 11 measures what leaving ratios out does)
+    aspect_ratios: tuple[float, ...] = (2, 3, 4)
+    scale_range: tuple[float, float] = (0.1, 0.9)  # (s_min, s_max)
     num_classes: int = 6
     # trees / custom: your own data (lesson 09)
     annotations: str | None = None  # custom: a VOC XML folder, a COCO .json or a .csv
@@ -107,6 +112,15 @@ class TrainConfig:
         if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1]:
             raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high, "
                              f"got {self.crop_scale}")
+        self.aspect_ratios = tuple(int(r) if float(r).is_integer() else float(r)
+                                   for r in self.aspect_ratios)
+        if not self.aspect_ratios or any(r <= 1 for r in self.aspect_ratios):
+            raise ValueError(f"aspect_ratios must be one or more numbers above 1 (each r also "
+                             f"gives 1/r), got {self.aspect_ratios}")
+        self.scale_range = tuple(float(v) for v in self.scale_range)
+        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] < self.scale_range[1] <= 1:
+            raise ValueError(f"scale_range must be (s_min, s_max) with 0 < s_min < s_max <= 1, "
+                             f"got {self.scale_range}")
         if isinstance(self.tile_views, bool) or self.tile_views not in (1, 2, 4, 8):
             raise ValueError(f"tile_views must be 1, 2, 4 or 8, got {self.tile_views!r}")
         if not (isinstance(self.priors, dict) or self.priors in ("default", "fit")):
@@ -215,11 +229,15 @@ def _build_model(config: TrainConfig) -> nn.Module:
             raise ValueError("priors='fit' is resolved when training starts (ssdlearn.train); "
                              "to build the model first, give the fields of a PriorConfig "
                              "(ssdlearn.fit.fit_priors)")
-        priors = (None if config.priors == "default"
-                  else anchors.PriorConfig(**config.priors))
+        priors = (model.tiny_prior_config(config.image_size, config.aspect_ratios,
+                                          config.scale_range)
+                  if config.priors == "default" else anchors.PriorConfig(**config.priors))
         return model.ssd_tiny(config.num_classes, config.image_size, config.width, priors)
     if config.priors != "default":
         raise ValueError(f"priors can be set for ssd_tiny only, not {config.model}")
+    if config.aspect_ratios != (2, 3, 4) or config.scale_range != (0.1, 0.9):
+        raise ValueError(f"aspect_ratios and scale_range can be set for ssd_tiny only, "
+                         f"not {config.model}")
     coco = config.dataset == "coco"
     if config.model == "ssd300_vgg16":
         priors = anchors.SSD300_COCO if coco else anchors.SSD300_VOC

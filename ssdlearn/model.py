@@ -389,9 +389,12 @@ def ssd_resnet(depth: int = 50, num_classes: int = 81,
 # ---------------------------------------------------------------------------------------
 
 
-def tiny_prior_config(image_size: int = 128) -> PriorConfig:
+def tiny_prior_config(image_size: int = 128, aspect_ratios: Sequence[float] = (2, 3, 4),
+                      scale_range: tuple[float, float] = (0.1, 0.9)) -> PriorConfig:
     """Default boxes for :func:`ssd_tiny`: maps at strides 4, 8, 16, 32 and a 1x1 map,
-    scales from eq. 4 between 0.1 and 0.9, ratios 2, 3 and 4 on every map.
+    scales from eq. 4 between ``scale_range`` (s_min, s_max: by default 0.1 and 0.9), on
+    every map the paper's two boxes of ratio 1 and a box of ratio r and one of 1/r for each r
+    of ``aspect_ratios`` (by default 2, 3 and 4).
 
     Denser than SSD300's tiling on purpose. At 96x96, SSD300's layout (a stride-8 first
     map, 12x12) gives only 52% of the shapes dataset's objects, and 22% of its 4:1 bars, a
@@ -400,10 +403,23 @@ def tiny_prior_config(image_size: int = 128) -> PriorConfig:
     """
     if image_size % 32 != 0 or image_size < 64:
         raise ValueError(f"image_size must be a multiple of 32, at least 64, got {image_size}")
+    ratios = tuple(aspect_ratios)
+    if not ratios or any(isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 1
+                         for r in ratios):
+        raise ValueError(f"aspect_ratios must be numbers above 1 (each r also gives 1/r), "
+                         f"got {aspect_ratios!r}")
+    low, high = scale_range
+    if not 0 < low < high <= 1:
+        raise ValueError(f"scale_range must be (s_min, s_max) with 0 < s_min < s_max <= 1, "
+                         f"got {scale_range!r}")
     maps = [image_size // 4, image_size // 8, image_size // 16, image_size // 32, 1]
-    scales = paper_scales(len(maps) + 1, 0.1, 0.9)
-    ratios = [(2, 3, 4)] * len(maps)
-    return PriorConfig.from_scales(image_size, maps, scales, ratios, name=f"tiny{image_size}")
+    scales = paper_scales(len(maps) + 1, low, high)
+    name = f"tiny{image_size}"
+    if ratios != (2, 3, 4):
+        name += "_r" + "_".join(map(str, ratios))
+    if (low, high) != (0.1, 0.9):
+        name += f"_s{low:g}-{high:g}"
+    return PriorConfig.from_scales(image_size, maps, scales, [ratios] * len(maps), name=name)
 
 
 class TinyFeatures(nn.Module):

@@ -1,9 +1,12 @@
+import dataclasses
+
 import pytest
 import torch
 import torchvision
 from torch import nn
 
-from ssdlearn.anchors import SSD300_COCO, SSD300_VOC, SSD512_VOC, PriorConfig
+from ssdlearn.anchors import SSD300_COCO, SSD300_VOC, SSD512_VOC, PriorConfig, default_boxes
+from ssdlearn.config import CONFIGS, build_model
 from ssdlearn.model import (
     SSD,
     L2Norm,
@@ -206,5 +209,44 @@ def test_config_width_reaches_the_tiny_model():
     narrow = build_model(dataclasses.replace(CONFIGS["shapes"], width=16))
     default = build_model(CONFIGS["shapes"])
     assert narrow.features.channels == [32, 64, 64, 64, 64]
-    assert default.features.channels == [64, 128, 128, 128, 128]
+    w = CONFIGS["shapes"].width
+    assert default.features.channels == [2 * w, 4 * w, 4 * w, 4 * w, 4 * w]
     assert torch.equal(narrow.priors, default.priors)
+
+
+def test_tiny_aspect_ratios():
+    """Each ratio r adds two boxes per cell (r and 1/r) to the two of ratio 1."""
+    size = 96
+    cells = sum(m * m for m in tiny_prior_config(size).feature_maps)
+    assert tiny_prior_config(size).num_priors == cells * (2 + 2 * 3)
+    only_4 = tiny_prior_config(size, aspect_ratios=(4,))
+    assert only_4.num_priors == cells * 4 and only_4.name == "tiny96_r4"
+    boxes = default_boxes(only_4)
+    shapes = {round(float(w / h), 3) for w, h in boxes[:, 2:].tolist()}
+    assert shapes == {1.0, 4.0, 0.25}
+    for bad in [(1,), (0.5, 2), (), (True,), ("2",)]:
+        with pytest.raises(ValueError, match="aspect_ratios must"):
+            tiny_prior_config(size, aspect_ratios=bad)
+    # The training config builds its network with them, and checks them as it is made.
+    config = dataclasses.replace(CONFIGS["shapes"], aspect_ratios=(4,))
+    assert build_model(config).priors.shape[0] == only_4.num_priors
+    with pytest.raises(ValueError, match="aspect_ratios must be one or more numbers above 1"):
+        dataclasses.replace(CONFIGS["shapes"], aspect_ratios=(1,))
+    with pytest.raises(ValueError, match="aspect_ratios and scale_range can be set"):
+        build_model(dataclasses.replace(CONFIGS["voc_ssd300"], aspect_ratios=(2,),
+                                        backbone_weights=None))
+
+
+def test_tiny_scale_range():
+    """eq. 4 between s_min and s_max: the finest map's boxes shrink with s_min."""
+    default = tiny_prior_config(96)
+    smaller = tiny_prior_config(96, scale_range=(0.07, 0.9))
+    assert smaller.num_priors == default.num_priors and smaller.name == "tiny96_s0.07-0.9"
+    assert smaller.min_sizes[0] == pytest.approx(0.07 * 96)
+    assert default.min_sizes[0] == pytest.approx(0.1 * 96)
+    assert smaller.max_sizes[-1] == pytest.approx(default.max_sizes[-1])
+    for bad in [(0.0, 0.9), (0.5, 0.4), (0.1, 1.2)]:
+        with pytest.raises(ValueError, match="scale_range must be"):
+            tiny_prior_config(96, scale_range=bad)
+        with pytest.raises(ValueError, match="scale_range must be"):
+            dataclasses.replace(CONFIGS["shapes"], scale_range=bad)
