@@ -13,10 +13,13 @@ A run is the whole command, ``python -m ssdlearn train --config shapes --seed S 
 steps, evaluation on the 500 held-out images, checkpoints). The old one runs from a ``git
 worktree`` of ``--old`` (default 552eca6, the commit before the preset was retuned). Both are
 scored by their own ``metrics.json``; the targets are mAP@0.5 >= 0.95 and mAP >= 0.70.
+``--new-args`` adds options to this tree's command only: a candidate preset, timed against
+today's (``--old HEAD``).
 
 ``--profile`` times the phases of one run of each preset inside this process (today's code,
-the old preset's values kept below): data (generating and collating batches), the training
-step (matching, forward, loss, backward, optimizer), evaluation, checkpoints, and the rest.
+the old preset's values kept below; the new one with ``--new-args`` applied): data
+(generating and collating batches), the training step (matching, forward, loss, backward,
+optimizer), evaluation, checkpoints, and the rest.
 """
 
 from __future__ import annotations
@@ -140,6 +143,27 @@ def profile(preset: dict | None, steps: int | None = None) -> dict:
             "map_50": result.get("map_50"), "seconds": {k: round(v, 1) for k, v in seconds.items()}}
 
 
+def preset_changes(options: Sequence[str]) -> dict:
+    """``["--width", "24", ...]`` as fields of the shapes preset, parsed as the train command
+    parses them."""
+    from ssdlearn.cli import _parse_value
+    from ssdlearn.config import CONFIGS, TrainConfig
+
+    if len(options) % 2:
+        raise ValueError(f"--new-args: expected pairs of --field value, got {options}")
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    changes = {}
+    for flag, text in zip(options[::2], options[1::2]):
+        name = flag.removeprefix("--").replace("-", "_")
+        if name not in kinds:
+            raise ValueError(f"--new-args: {flag} is not a field of TrainConfig")
+        try:
+            changes[name] = _parse_value(text, getattr(CONFIGS["shapes"], name), kinds[name])
+        except (ValueError, argparse.ArgumentTypeError) as error:
+            raise ValueError(f"--new-args {flag} {text}: {error}") from None
+    return changes
+
+
 def startup_seconds() -> float:
     """Python start-up and the imports of the train command, in a fresh process."""
     start = time.perf_counter()
@@ -169,7 +193,8 @@ def main() -> None:
     if args.profile:
         result = {"startup_s": round(startup_seconds(), 1),
                   "old_preset": profile(OLD_PRESET, args.profile_steps),
-                  "new_preset": profile(None, args.profile_steps)}
+                  "new_preset": profile(preset_changes(shlex.split(args.new_args)),
+                                        args.profile_steps)}
         phases = ("data", "step", "evaluation", "checkpoints", "other", "total")
         print(f"\n{'phase':12s} {'old preset':>11s} {'new preset':>11s}")
         print(f"{'start-up':12s} {result['startup_s']:10.1f}s {result['startup_s']:10.1f}s")

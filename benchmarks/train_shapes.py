@@ -3,6 +3,7 @@
     python benchmarks/train_shapes.py                 # 5 minutes each, CPU
     python benchmarks/train_shapes.py --seeds 0,1,2   # three pairs of runs, and the means
     python benchmarks/train_shapes.py --minutes 1 --skip-torchvision
+    python benchmarks/train_shapes.py --minutes 4.5 --preset-args "--width 24 --aspect-ratios 4"
 
 Both train the same tiny backbone (``ssdlearn.model.TinyFeatures`` at the preset's width),
 with the same default boxes, on the same generated images in the same order, with the same
@@ -18,11 +19,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import tempfile
 import time
 from collections import OrderedDict
 
 import torch
+from shapes_speed import preset_changes  # this folder's
 from torch import nn
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD, SSDHead
@@ -51,7 +54,10 @@ class DictFeatures(nn.Module):
 
 
 def torchvision_ssd(config) -> SSD:
-    priors = tiny_prior_config(config.image_size, config.aspect_ratios)
+    if config.priors != "default":
+        raise ValueError("train_shapes compares the tiny SSD's own default boxes "
+                         f"(priors='default'), got priors={config.priors!r}")
+    priors = tiny_prior_config(config.image_size, config.aspect_ratios, config.scale_range)
     size = config.image_size
     scales = [s / size for s in priors.min_sizes] + [priors.max_sizes[-1] / size]
     anchors = DefaultBoxGenerator([list(r) for r in priors.aspect_ratios], scales=scales,
@@ -111,11 +117,15 @@ def main() -> None:
                         help="comma-separated seeds (model init, data order and images); "
                              "one run of each trainer per seed, e.g. 0,1,2")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--preset-args", default="",
+                        help="fields of the shapes preset to change, as the train command "
+                             "takes them, e.g. \"--width 24 --aspect-ratios 4\"")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
-    base = dataclasses.replace(CONFIGS["shapes"], max_minutes=args.minutes)
+    changes = preset_changes(shlex.split(args.preset_args))
+    base = dataclasses.replace(CONFIGS["shapes"], max_minutes=args.minutes, **changes)
     print(f"config: {json.dumps(dataclasses.asdict(base))}\n")
     rows: dict[str, list[dict]] = {"ssdlearn": [], "torchvision SSD": []}
     for seed in seeds:

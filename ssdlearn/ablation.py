@@ -67,6 +67,10 @@ class _SomeMaps(nn.Module):
 
 def build_variant(variant: str, config: TrainConfig) -> tuple[SSD, MultiBoxLoss, bool]:
     """(model, loss, best_box step on) for ``variant`` of ``config``'s tiny SSD."""
+    if (config.aspect_ratios, config.scale_range) != ((2, 3, 4), (0.1, 0.9)):
+        raise ValueError("the ablations start from the tiny SSD's own default boxes: "
+                         "aspect_ratios (2, 3, 4) and scale_range (0.1, 0.9), got "
+                         f"{config.aspect_ratios} and {config.scale_range}")
     size = config.image_size
     keep = list(range(len(_MAPS)))
     if variant == "no_finest_map":
@@ -77,7 +81,7 @@ def build_variant(variant: str, config: TrainConfig) -> tuple[SSD, MultiBoxLoss,
     grids = [size // _MAPS[i] if _MAPS[i] else 1 for i in keep]
     priors = PriorConfig.from_scales(size, grids, paper_scales(len(grids) + 1, 0.1, 0.9),
                                      [ratios] * len(grids), name=f"{variant}{size}")
-    features = TinyFeatures()
+    features = TinyFeatures(config.width)
     channels = [features.channels[i] for i in keep]
     backbone = features if len(keep) == len(_MAPS) else _SomeMaps(features, keep)
     model = SSD(backbone, channels, priors, config.num_classes,

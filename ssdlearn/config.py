@@ -10,6 +10,8 @@ factories below turn it into objects, so every command builds the same model the
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,20 +114,37 @@ class TrainConfig:
         if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1]:
             raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high, "
                              f"got {self.crop_scale}")
-        self.aspect_ratios = tuple(int(r) if float(r).is_integer() else float(r)
-                                   for r in self.aspect_ratios)
-        if not self.aspect_ratios or any(r <= 1 for r in self.aspect_ratios):
-            raise ValueError(f"aspect_ratios must be one or more numbers above 1 (each r also "
-                             f"gives 1/r), got {self.aspect_ratios}")
-        self.scale_range = tuple(float(v) for v in self.scale_range)
-        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] < self.scale_range[1] <= 1:
+        ratios = _finite_numbers(self.aspect_ratios)
+        if not ratios or any(r <= 1 for r in ratios) or len(set(ratios)) < len(ratios):
+            raise ValueError(f"aspect_ratios must be one or more different numbers above 1 "
+                             f"(each r also gives 1/r), got {self.aspect_ratios!r}")
+        self.aspect_ratios = tuple(int(r) if r.is_integer() else r for r in ratios)
+        scales = _finite_numbers(self.scale_range)
+        if scales is None or len(scales) != 2 or not 0 < scales[0] < scales[1] <= 1:
             raise ValueError(f"scale_range must be (s_min, s_max) with 0 < s_min < s_max <= 1, "
-                             f"got {self.scale_range}")
+                             f"got {self.scale_range!r}")
+        self.scale_range = scales
+        if self.priors != "default" and (self.aspect_ratios, self.scale_range) != ((2, 3, 4),
+                                                                                   (0.1, 0.9)):
+            raise ValueError("aspect_ratios and scale_range shape the tiny SSD's own default "
+                             "boxes (priors='default'); with priors='fit' or given fields "
+                             "leave them at (2, 3, 4) and (0.1, 0.9)")
         if isinstance(self.tile_views, bool) or self.tile_views not in (1, 2, 4, 8):
             raise ValueError(f"tile_views must be 1, 2, 4 or 8, got {self.tile_views!r}")
         if not (isinstance(self.priors, dict) or self.priors in ("default", "fit")):
             raise ValueError(f"priors must be 'default', 'fit' or a PriorConfig's fields, "
                              f"got {self.priors!r}")
+
+
+def _finite_numbers(value) -> tuple[float, ...] | None:
+    """``value`` (a list or tuple of finite real numbers) as floats; None for anything else,
+    so that the caller's message names the field."""
+    if not isinstance(value, (list, tuple)):
+        return None
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+               for v in value):
+        return None
+    return tuple(float(v) for v in value)
 
 
 def _preset(**changes) -> TrainConfig:

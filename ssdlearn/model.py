@@ -22,6 +22,7 @@ The network takes RGB images in [0, 1] and normalizes them itself (``image_mean`
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -404,7 +405,7 @@ def tiny_prior_config(image_size: int = 128, aspect_ratios: Sequence[float] = (2
     if image_size % 32 != 0 or image_size < 64:
         raise ValueError(f"image_size must be a multiple of 32, at least 64, got {image_size}")
     ratios = tuple(aspect_ratios)
-    if not ratios or any(isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 1
+    if not ratios or any(isinstance(r, bool) or not isinstance(r, numbers.Real) or r <= 1
                          for r in ratios):
         raise ValueError(f"aspect_ratios must be numbers above 1 (each r also gives 1/r), "
                          f"got {aspect_ratios!r}")

@@ -230,8 +230,13 @@ def test_tiny_aspect_ratios():
     # The training config builds its network with them, and checks them as it is made.
     config = dataclasses.replace(CONFIGS["shapes"], aspect_ratios=(4,))
     assert build_model(config).priors.shape[0] == only_4.num_priors
-    with pytest.raises(ValueError, match="aspect_ratios must be one or more numbers above 1"):
-        dataclasses.replace(CONFIGS["shapes"], aspect_ratios=(1,))
+    for bad in [(1,), (2, 2), (float("nan"),), "24", None, 4, ("2",)]:
+        with pytest.raises(ValueError, match="aspect_ratios must be one or more different"):
+            dataclasses.replace(CONFIGS["shapes"], aspect_ratios=bad)
+    mixed = dataclasses.replace(CONFIGS["shapes"], aspect_ratios=[4.0, 1.5])
+    assert mixed.aspect_ratios == (4, 1.5)
+    with pytest.raises(ValueError, match="priors='default'"):
+        dataclasses.replace(CONFIGS["trees"], aspect_ratios=(4,))   # its boxes are fitted
     with pytest.raises(ValueError, match="aspect_ratios and scale_range can be set"):
         build_model(dataclasses.replace(CONFIGS["voc_ssd300"], aspect_ratios=(2,),
                                         backbone_weights=None))
@@ -245,8 +250,9 @@ def test_tiny_scale_range():
     assert smaller.min_sizes[0] == pytest.approx(0.07 * 96)
     assert default.min_sizes[0] == pytest.approx(0.1 * 96)
     assert smaller.max_sizes[-1] == pytest.approx(default.max_sizes[-1])
-    for bad in [(0.0, 0.9), (0.5, 0.4), (0.1, 1.2)]:
-        with pytest.raises(ValueError, match="scale_range must be"):
-            tiny_prior_config(96, scale_range=bad)
+    for bad in [(0.0, 0.9), (0.5, 0.4), (0.1, 1.2)] + [(0.1,), "0.1,0.9", None]:
+        if isinstance(bad, tuple) and len(bad) == 2:
+            with pytest.raises(ValueError, match="scale_range must be"):
+                tiny_prior_config(96, scale_range=bad)
         with pytest.raises(ValueError, match="scale_range must be"):
             dataclasses.replace(CONFIGS["shapes"], scale_range=bad)

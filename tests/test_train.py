@@ -236,10 +236,17 @@ def test_command_line(tmp_path, capsys):
     main(["--config", "shapes", "--out", str(tmp_path), "--image-size", "64", "--steps", "2",
           "--train-images", "16", "--val-images", "4", "--batch-size", "4", "--workers", "0",
           "--eval-every", "2", "--log-every", "1", "--device", "cpu", "--no-progress",
-          "--max-minutes", "none", "--lr-milestones", "1"])
+          "--max-minutes", "none", "--lr-milestones", "1", "--width", "16",
+          "--aspect-ratios", "4", "--scale-range", "0.07,0.9"])
     result = json.loads(capsys.readouterr().out)
     assert result["steps"] == 2 and "map_50" in result
-    assert json.loads((tmp_path / "config.json").read_text())["lr_milestones"] == [1]
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["lr_milestones"] == [1]
+    assert (saved["width"], saved["aspect_ratios"], saved["scale_range"]) == (16, [4], [0.07, 0.9])
+    # The checkpoint rebuilds the same network: 4 boxes per cell, the finest at 0.07 x 64.
+    model, _ = load_model(tmp_path / "last.pt")
+    assert model.priors.shape[0] == 4 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1)
+    assert float(model.priors[:, 2:].prod(dim=1).min()) == pytest.approx(0.07**2)
     with pytest.raises(SystemExit):
         main(["--config", "nope"])
 
