@@ -10,8 +10,6 @@ factories below turn it into objects, so every command builds the same model the
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from torch.utils.data import Dataset
 
 from .augment import ssd_eval_transform
 from .data import ShapesDataset
+from .model import check_tiny_boxes
 
 __all__ = [
     "TrainConfig",
@@ -114,16 +113,8 @@ class TrainConfig:
         if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1]:
             raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high, "
                              f"got {self.crop_scale}")
-        ratios = _finite_numbers(self.aspect_ratios)
-        if not ratios or any(r <= 1 for r in ratios) or len(set(ratios)) < len(ratios):
-            raise ValueError(f"aspect_ratios must be one or more different numbers above 1 "
-                             f"(each r also gives 1/r), got {self.aspect_ratios!r}")
-        self.aspect_ratios = tuple(int(r) if r.is_integer() else r for r in ratios)
-        scales = _finite_numbers(self.scale_range)
-        if scales is None or len(scales) != 2 or not 0 < scales[0] < scales[1] <= 1:
-            raise ValueError(f"scale_range must be (s_min, s_max) with 0 < s_min < s_max <= 1, "
-                             f"got {self.scale_range!r}")
-        self.scale_range = scales
+        self.aspect_ratios, self.scale_range = check_tiny_boxes(self.aspect_ratios,
+                                                                self.scale_range)
         if self.priors != "default" and (self.aspect_ratios, self.scale_range) != ((2, 3, 4),
                                                                                    (0.1, 0.9)):
             raise ValueError("aspect_ratios and scale_range shape the tiny SSD's own default "
@@ -134,17 +125,6 @@ class TrainConfig:
         if not (isinstance(self.priors, dict) or self.priors in ("default", "fit")):
             raise ValueError(f"priors must be 'default', 'fit' or a PriorConfig's fields, "
                              f"got {self.priors!r}")
-
-
-def _finite_numbers(value) -> tuple[float, ...] | None:
-    """``value`` (a list or tuple of finite real numbers) as floats; None for anything else,
-    so that the caller's message names the field."""
-    if not isinstance(value, (list, tuple)):
-        return None
-    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-               for v in value):
-        return None
-    return tuple(float(v) for v in value)
 
 
 def _preset(**changes) -> TrainConfig:

@@ -22,6 +22,7 @@ The network takes RGB images in [0, 1] and normalizes them itself (``image_mean`
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,7 @@ __all__ = [
     "ssd_resnet",
     "ssd_tiny",
     "tiny_prior_config",
+    "check_tiny_boxes",
     "load_vgg16_backbone",
     "count_parameters",
     "count_flops",
@@ -390,6 +392,29 @@ def ssd_resnet(depth: int = 50, num_classes: int = 81,
 # ---------------------------------------------------------------------------------------
 
 
+def _finite_numbers(value) -> tuple[float, ...] | None:
+    """``value`` (a list or tuple of finite real numbers) as floats, else None."""
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value):
+        return None
+    return tuple(float(v) for v in value)
+
+
+def check_tiny_boxes(aspect_ratios, scale_range) -> tuple[tuple[float, ...], tuple[float, float]]:
+    """The tiny SSD's box options checked, as (ratios, (s_min, s_max)); whole ratios as ints.
+    Raises ValueError naming the option and what it expects."""
+    ratios = _finite_numbers(aspect_ratios)
+    if not ratios or any(r <= 1 for r in ratios) or len(set(ratios)) < len(ratios):
+        raise ValueError(f"aspect_ratios must be one or more different numbers above 1 "
+                         f"(each r also gives 1/r), got {aspect_ratios!r}")
+    scales = _finite_numbers(scale_range)
+    if scales is None or len(scales) != 2 or not 0 < scales[0] < scales[1] <= 1:
+        raise ValueError(f"scale_range must be (s_min, s_max) with 0 < s_min < s_max <= 1, "
+                         f"got {scale_range!r}")
+    return tuple(int(r) if r.is_integer() else r for r in ratios), scales
+
+
 def tiny_prior_config(image_size: int = 128, aspect_ratios: Sequence[float] = (2, 3, 4),
                       scale_range: tuple[float, float] = (0.1, 0.9)) -> PriorConfig:
     """Default boxes for :func:`ssd_tiny`: maps at strides 4, 8, 16, 32 and a 1x1 map,
@@ -404,15 +429,7 @@ def tiny_prior_config(image_size: int = 128, aspect_ratios: Sequence[float] = (2
     """
     if image_size % 32 != 0 or image_size < 64:
         raise ValueError(f"image_size must be a multiple of 32, at least 64, got {image_size}")
-    ratios = tuple(aspect_ratios)
-    if not ratios or any(isinstance(r, bool) or not isinstance(r, numbers.Real) or r <= 1
-                         for r in ratios):
-        raise ValueError(f"aspect_ratios must be numbers above 1 (each r also gives 1/r), "
-                         f"got {aspect_ratios!r}")
-    low, high = scale_range
-    if not 0 < low < high <= 1:
-        raise ValueError(f"scale_range must be (s_min, s_max) with 0 < s_min < s_max <= 1, "
-                         f"got {scale_range!r}")
+    ratios, (low, high) = check_tiny_boxes(aspect_ratios, scale_range)
     maps = [image_size // 4, image_size // 8, image_size // 16, image_size // 32, 1]
     scales = paper_scales(len(maps) + 1, low, high)
     name = f"tiny{image_size}"
