@@ -3,13 +3,13 @@
     python benchmarks/train_shapes.py                 # 5 minutes each, CPU
     python benchmarks/train_shapes.py --seeds 0,1,2   # three pairs of runs, and the means
     python benchmarks/train_shapes.py --minutes 1 --skip-torchvision
-    python benchmarks/train_shapes.py --minutes 4.5 --preset-args "--width 24 --aspect-ratios 4"
+    python benchmarks/train_shapes.py --minutes 4.5 --preset-args "--width 32"   # a variant
 
 Both train the same tiny backbone (``ssdlearn.model.TinyFeatures`` at the preset's width),
 with the same default boxes, on the same generated images in the same order, with the same
-optimizer, learning rate schedule and time budget; both are scored by
-``ssdlearn.metrics.evaluate_coco`` on the same held-out images. The differences are the
-SSD machinery: ssdlearn's batched matching, encoding and MultiBox loss and its
+loss weights (the preset's alpha), optimizer, learning rate schedule and time budget; both
+are scored by ``ssdlearn.metrics.evaluate_coco`` on the same held-out images. The differences
+are the SSD machinery: ssdlearn's batched matching, encoding and MultiBox loss and its
 postprocessing against torchvision's per-image ``SSDMatcher``, ``BoxCoder``, loss and
 ``postprocess_detections``.
 """
@@ -86,7 +86,8 @@ def train_torchvision(config, minutes: float) -> dict:
         tv_targets = [{"boxes": targets["boxes"][i][real[i]] * size,
                        "labels": targets["labels"][i][real[i]]} for i in range(len(images))]
         losses = model(list(images), tv_targets)
-        loss = losses["bbox_regression"] + losses["classification"]
+        # The MultiBox loss of eq. 1, as ssdlearn weighs it: L_conf + alpha * L_loc, over N.
+        loss = config.alpha * losses["bbox_regression"] + losses["classification"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip is not None:

@@ -1,13 +1,18 @@
 """The paper's ablations (Tables 2 and 3) in miniature: the tiny SSD with one idea taken out.
 Lesson 11; ``benchmarks/ablations.py`` runs them all and writes the table the lesson reads.
 
-    model, loss_fn, best_box = build_variant("no_ratio_3", CONFIGS["shapes"])
-    run = train_variant("no_ratio_3", CONFIGS["shapes"])   # trains, then scores held-out images
+    base = ablation_base()                              # the shapes preset, every idea on
+    model, loss_fn, best_box = build_variant("no_ratio_3", base)
+    run = train_variant("no_ratio_3", base)             # trains, then scores held-out images
 
-Each variant trains like ``ssdlearn.train.train`` trains the shapes preset (same data and
-order, optimizer, schedule, clipping, precision); one of SSD's ideas changes:
+The ablations start from :func:`ablation_base`: the shapes preset's data, optimizer and
+schedule, with the tiny SSD that has all of SSD's ideas (width 32, default boxes of ratios 1,
+2, 3 and 4, eq. 4's scales 0.1 to 0.9, the paper's alpha of 1). The preset itself drops the
+{1/2, 2} and {1/3, 3} boxes, as these ablations found it should. Each variant trains like
+``ssdlearn.train.train`` trains a preset (same data and order, optimizer, schedule, clipping,
+precision); one of SSD's ideas changes:
 
-- ``full``: the preset as it is;
+- ``full``: every idea on;
 - ``no_mining``: every negative default box in L_conf, not the hardest 3 per positive;
 - ``no_best_box``: matching without its first step (each object takes its best default box);
 - ``no_ratio_3``: no {1/3, 3} default boxes (the tiny model keeps ratios 1, 2 and 4);
@@ -31,17 +36,18 @@ import torch
 from torch import Tensor, nn
 
 from .anchors import PriorConfig, paper_scales
-from .config import TrainConfig, build_datasets
+from .config import CONFIGS, TrainConfig, build_datasets
 from .data.loader import make_train_loader
 from .evaluate import evaluate
 from .loss import MultiBoxLoss
 from .model import SSD, TinyFeatures
 from .train import autocast_dtype, build_optimizer, learning_rate, train_step
 
-__all__ = ["VARIANTS", "build_variant", "train_variant", "summary", "paired_effect"]
+__all__ = ["VARIANTS", "ablation_base", "build_variant", "train_variant", "summary",
+           "paired_effect"]
 
 VARIANTS = {
-    "full": "the preset as it is",
+    "full": "every idea on",
     "no_mining": "all negatives in the confidence loss, no hard negative mining",
     "no_best_box": "matching without the best-default-box step",
     "no_ratio_3": "no {1/3, 3} default boxes",
@@ -65,12 +71,22 @@ class _SomeMaps(nn.Module):
         return [maps[i] for i in self.keep]
 
 
+def ablation_base(config: TrainConfig | None = None) -> TrainConfig:
+    """``config`` (default: the shapes preset) with the tiny SSD that has every idea of the
+    paper: width 32, default boxes of ratios 1, 2, 3 and 4 on eq. 4's scales 0.1 to 0.9, and
+    alpha 1. ``assets/ablations.json`` (lesson 11) was trained from it."""
+    return dataclasses.replace(config or CONFIGS["shapes"], width=32, aspect_ratios=(2, 3, 4),
+                               scale_range=(0.1, 0.9), alpha=1.0)
+
+
 def build_variant(variant: str, config: TrainConfig) -> tuple[SSD, MultiBoxLoss, bool]:
-    """(model, loss, best_box step on) for ``variant`` of ``config``'s tiny SSD."""
+    """(model, loss, best_box step on) for ``variant`` of ``config``'s tiny SSD; ``config``
+    has the default boxes of :func:`ablation_base`, which each variant changes."""
     if (config.aspect_ratios, config.scale_range) != ((2, 3, 4), (0.1, 0.9)):
         raise ValueError("the ablations start from the tiny SSD's own default boxes: "
                          "aspect_ratios (2, 3, 4) and scale_range (0.1, 0.9), got "
-                         f"{config.aspect_ratios} and {config.scale_range}")
+                         f"{config.aspect_ratios} and {config.scale_range}; "
+                         "ablation_base(config) gives them")
     size = config.image_size
     keep = list(range(len(_MAPS)))
     if variant == "no_finest_map":

@@ -6,13 +6,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssdlearn.ablation import VARIANTS, build_variant, paired_effect, train_variant
+from ssdlearn.ablation import (
+    VARIANTS,
+    ablation_base,
+    build_variant,
+    paired_effect,
+    train_variant,
+)
 from ssdlearn.anchors import default_boxes
 from ssdlearn.config import CONFIGS
 from ssdlearn.matching import match
 from ssdlearn.model import tiny_prior_config
 
-CONFIG = CONFIGS["shapes"]  # 96x96: maps 24, 12, 6, 3, 1
+CONFIG = ablation_base()  # 96x96: maps 24, 12, 6, 3, 1
 
 
 def boxes_per_cell(ratios):
@@ -101,3 +107,18 @@ def test_paired_effect():
         paired_effect([0.7, 0.7], [0.6])
     with pytest.raises(ValueError, match="one score per seed"):
         paired_effect([], [])
+
+
+def test_the_ablations_start_from_every_idea_on():
+    """The preset trims its default boxes; the ablations put them all back, keeping the
+    preset's data, optimizer and schedule."""
+    preset = CONFIGS["shapes"]
+    base = ablation_base()
+    assert (base.width, base.aspect_ratios, base.scale_range, base.alpha) == (
+        32, (2, 3, 4), (0.1, 0.9), 1.0)
+    for field in ("image_size", "train_images", "val_images", "batch_size", "steps", "lr",
+                  "lr_milestones", "optimizer", "seed"):
+        assert getattr(base, field) == getattr(preset, field), field
+    trimmed = dataclasses.replace(base, aspect_ratios=(4,))
+    with pytest.raises(ValueError, match=r"aspect_ratios \(2, 3, 4\).*got \(4,\).*ablation_base"):
+        build_variant("full", trimmed)

@@ -136,8 +136,8 @@ class ShapesDataset(Dataset):
             boxes.append(box)
             labels.append(label)
         target = {
-            "boxes": torch.tensor(np.array(boxes, dtype=np.float32).reshape(-1, 4)),
-            "labels": torch.tensor(labels, dtype=torch.int64),
+            "boxes": torch.from_numpy(np.array(boxes, dtype=np.float32).reshape(-1, 4)),
+            "labels": torch.from_numpy(np.array(labels, dtype=np.int64)),
         }
         return torch.from_numpy(image), target
 
@@ -153,10 +153,12 @@ class ShapesDataset(Dataset):
         base = rng.uniform(0.2, 0.6, 3).astype(np.float32)
         tilt = rng.uniform(-0.2, 0.2, (2, 3)).astype(np.float32)
         angle, period = rng.uniform(0, np.pi), rng.uniform(0.05, 0.3) * size
-        phase = (xx * np.cos(angle) + yy * np.sin(angle)) * (2 * np.pi / period)
+        phase = (xx * np.cos(angle) + yy * np.sin(angle)) * (2 * np.pi / period)  # float64
         image = rng.standard_normal((3, size, size), dtype=np.float32)
         image *= 0.04
-        image += 0.05 * np.sin(phase)
+        stripes = np.sin(phase, out=phase)
+        stripes *= 0.05
+        image += stripes
         image += (base + tilt[0] * (xx[0] / size - 0.5)[:, None]).T[:, None, :]
         image += (tilt[1] * (yy[:, 0] / size - 0.5)[:, None]).T[:, :, None]
         return image.clip(0, 1, out=image)
