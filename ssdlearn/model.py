@@ -470,7 +470,8 @@ class TinyFeatures(nn.Module):
 def ssd_tiny(num_classes: int, image_size: int = 128, width: int = 32,
              prior_config: PriorConfig | None = None) -> SSD:
     """A small SSD (about 1.3M parameters at width 32, 0.65M at the shapes preset's 24) that
-    learns the shapes dataset on a CPU in minutes. Same SSD head, loss and default-box machinery as SSD300.
+    learns the shapes dataset on a CPU in minutes. Same SSD head, loss and default-box
+    machinery as SSD300.
 
     ``prior_config``: other default boxes on the same five maps (e.g. fitted to your data,
     lesson 09); by default :func:`tiny_prior_config`.
