@@ -71,20 +71,26 @@ class _SomeMaps(nn.Module):
         return [maps[i] for i in self.keep]
 
 
+# The tiny SSD with every idea of the paper: TrainConfig's own width 32, default boxes of
+# ratios 1, 2, 3 and 4 on eq. 4's scales 0.1 to 0.9, and alpha 1.
+_EVERY_IDEA = {field.name: field.default for field in dataclasses.fields(TrainConfig)
+               if field.name in ("width", "aspect_ratios", "scale_range", "alpha")}
+
+
 def ablation_base(config: TrainConfig | None = None) -> TrainConfig:
     """``config`` (default: the shapes preset) with the tiny SSD that has every idea of the
     paper: width 32, default boxes of ratios 1, 2, 3 and 4 on eq. 4's scales 0.1 to 0.9, and
     alpha 1. ``assets/ablations.json`` (lesson 11) was trained from it."""
-    return dataclasses.replace(config or CONFIGS["shapes"], width=32, aspect_ratios=(2, 3, 4),
-                               scale_range=(0.1, 0.9), alpha=1.0)
+    return dataclasses.replace(config or CONFIGS["shapes"], **_EVERY_IDEA)
 
 
 def build_variant(variant: str, config: TrainConfig) -> tuple[SSD, MultiBoxLoss, bool]:
     """(model, loss, best_box step on) for ``variant`` of ``config``'s tiny SSD; ``config``
     has the default boxes of :func:`ablation_base`, which each variant changes."""
-    if (config.aspect_ratios, config.scale_range) != ((2, 3, 4), (0.1, 0.9)):
+    boxes = (_EVERY_IDEA["aspect_ratios"], _EVERY_IDEA["scale_range"])
+    if (config.aspect_ratios, config.scale_range) != boxes:
         raise ValueError("the ablations start from the tiny SSD's own default boxes: "
-                         "aspect_ratios (2, 3, 4) and scale_range (0.1, 0.9), got "
+                         f"aspect_ratios {boxes[0]} and scale_range {boxes[1]}, got "
                          f"{config.aspect_ratios} and {config.scale_range}; "
                          "ablation_base(config) gives them")
     size = config.image_size
