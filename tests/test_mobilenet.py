@@ -46,7 +46,8 @@ def test_map_sizes_match_the_network(size):
 
 
 def test_maps_are_torchvisions_features(weights_file):
-    """The three backbone maps are torchvision's features after layers 6, 13 and 17."""
+    """The three backbone maps are torchvision's: the expansions of blocks 7 and 14, and the
+    output of block 17."""
     features = MobileNetV2Features(weights_file).eval()
     reference = mobilenet_v2()
     reference.load_state_dict(torch.load(weights_file, weights_only=True))
@@ -55,10 +56,11 @@ def test_maps_are_torchvisions_features(weights_file):
     expected = []
     with torch.no_grad():
         y = x
-        for i, layer in enumerate(reference.features):
+        for i, layer in enumerate(reference.features[:18]):  # [18] is the classifier's 1x1
+            if i in (7, 14):
+                expected.append(layer.conv[0](y))
             y = layer(y)
-            if i in (6, 13, 17):
-                expected.append(y)
+        expected.append(y)
         ours = features(x)
     assert len(ours) == 4 and [m.shape[1] for m in ours] == features.channels
     for a, b in zip(ours[:3], expected):
