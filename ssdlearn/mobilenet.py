@@ -54,9 +54,10 @@ def mobilenet_map_sizes(image_size: int) -> list[int]:
 
 
 def mobilenet_prior_config(image_size: int = 256,
-                           aspect_ratios: Sequence[float] = (2,),
+                           aspect_ratios: Sequence[float] = (2, 3, 4),
                            scale_range: tuple[float, float] = (0.1, 0.9)) -> PriorConfig:
-    """Default boxes on the four maps of :class:`MobileNetV2Features`, scales from eq. 4.
+    """Default boxes on the four maps of :class:`MobileNetV2Features`, scales from eq. 4 and
+    the tiny SSD's ratios (``TrainConfig``'s defaults: ``--priors default``).
     The trees preset fits them to the data instead (``priors="fit"``, :mod:`ssdlearn.fit`),
     with this as the template that says where the maps are."""
     maps = mobilenet_map_sizes(image_size)
