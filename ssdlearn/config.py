@@ -25,6 +25,7 @@ __all__ = [
     "TrainConfig",
     "CONFIGS",
     "build_model",
+    "default_box_template",
     "build_datasets",
     "class_names",
     "coco_root",
@@ -159,7 +160,7 @@ CONFIGS: dict[str, TrainConfig] = {
     # torchvision's ImageNet MobileNetV2 (the paper's recipe: a pretrained backbone; its
     # first 4 layers frozen), crops of 256 pixels at the images' own scale, default boxes
     # fitted to the crowns, flips, quarter turns and colour distortion (the held-out forest
-    # is denser and darker than the training one). About 4.5 minutes on 2 CPU cores.
+    # is denser and darker than the training one). About 6 minutes on 2 CPU cores (343-360 s).
     "trees": _preset(
         name="trees", model="ssd_mobilenet_v2", dataset="trees", image_size=256,
         backbone_weights="IMAGENET1K_V1", priors="fit", num_classes=2, classes=("tree",),
@@ -235,26 +236,33 @@ def build_model(config: TrainConfig) -> nn.Module:
             "the package registry)") from error
 
 
+def default_box_template(config: TrainConfig):
+    """The default boxes a model with its own (``ssd_tiny``, ``ssd_mobilenet_v2``) gets from
+    ``aspect_ratios`` and ``scale_range``; with ``priors="fit"`` the template whose feature
+    maps the fit keeps (:func:`ssdlearn.train.settle_config`). None for the other models."""
+    from .mobilenet import mobilenet_prior_config
+    from .model import tiny_prior_config
+
+    own = {"ssd_tiny": tiny_prior_config, "ssd_mobilenet_v2": mobilenet_prior_config}
+    if config.model not in own:
+        return None
+    return own[config.model](config.image_size, config.aspect_ratios, config.scale_range)
+
+
 def _build_model(config: TrainConfig) -> nn.Module:
     from . import anchors, model
 
-    if config.model == "ssd_tiny":
+    template = default_box_template(config)
+    if template is not None:
         if config.priors == "fit":
             raise ValueError("priors='fit' is resolved when training starts (ssdlearn.train); "
                              "to build the model first, give the fields of a PriorConfig "
                              "(ssdlearn.fit.fit_priors)")
-        priors = (model.tiny_prior_config(config.image_size, config.aspect_ratios,
-                                          config.scale_range)
-                  if config.priors == "default" else anchors.PriorConfig(**config.priors))
-        return model.ssd_tiny(config.num_classes, config.image_size, config.width, priors)
-    if config.model == "ssd_mobilenet_v2":
-        from .mobilenet import mobilenet_prior_config, ssd_mobilenet_v2
+        priors = template if config.priors == "default" else anchors.PriorConfig(**config.priors)
+        if config.model == "ssd_tiny":
+            return model.ssd_tiny(config.num_classes, config.image_size, config.width, priors)
+        from .mobilenet import ssd_mobilenet_v2
 
-        if config.priors == "fit":
-            raise ValueError("priors='fit' is resolved when training starts (ssdlearn.train)")
-        priors = (mobilenet_prior_config(config.image_size, config.aspect_ratios,
-                                         config.scale_range)
-                  if config.priors == "default" else anchors.PriorConfig(**config.priors))
         return ssd_mobilenet_v2(config.num_classes, priors, config.backbone_weights)
     if config.priors != "default":
         raise ValueError(f"priors can be set for ssd_tiny and ssd_mobilenet_v2 only, "

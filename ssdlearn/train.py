@@ -46,7 +46,14 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from .checkpoint import config_from_checkpoint, load_checkpoint, load_model, save_checkpoint
-from .config import CONFIGS, TrainConfig, build_datasets, build_model, pick_device
+from .config import (
+    CONFIGS,
+    TrainConfig,
+    build_datasets,
+    build_model,
+    default_box_template,
+    pick_device,
+)
 from .data.loader import make_train_loader, per_process_batch
 from .evaluate import evaluate
 from .loss import MultiBoxLoss
@@ -111,16 +118,13 @@ def settle_config(config: TrainConfig, train_set: Dataset,
         changes.update(classes=tuple(class_names[1:]), num_classes=len(class_names))
     if config.priors == "fit":
         from .fit import fit_priors, prior_fields
-        from .mobilenet import mobilenet_prior_config
-        from .model import tiny_prior_config
 
         # The template says where the model's maps are; the fit chooses the boxes on them.
-        templates = {"ssd_tiny": tiny_prior_config, "ssd_mobilenet_v2": mobilenet_prior_config}
-        if config.model not in templates:
+        template = default_box_template(config)
+        if template is None:
             raise ValueError(f"priors='fit' works with ssd_tiny and ssd_mobilenet_v2, "
                              f"not {config.model}")
-        fitted = fit_priors(train_set, templates[config.model](config.image_size), config.crop,
-                            name=config.name)
+        fitted = fit_priors(train_set, template, config.crop, name=config.name)
         changes["priors"] = prior_fields(fitted)
     return dataclasses.replace(config, **changes) if changes else config
 
