@@ -83,7 +83,7 @@ def torchvision_ssd(config: TrainConfig) -> TorchvisionSSD:
     anchors = DefaultBoxGenerator([list(r) for r in priors.aspect_ratios], scales=scales,
                                   steps=[size // f for f in priors.feature_maps], clip=False)
     if config.model == "ssd_mobilenet_v2":
-        features = MobileNetV2Features(config.backbone_weights)
+        features = MobileNetV2Features(config.backbone_weights, config.frozen_layers)
         mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
     else:
         features, mean, std = TinyFeatures(config.width), [0.5] * 3, [0.5] * 3

