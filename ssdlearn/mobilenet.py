@@ -130,7 +130,7 @@ class MobileNetV2Features(nn.Module):
 
     def _frozen_prefix(self) -> nn.Module:
         """The frozen layers are a fixed function: they run as a copy with each BatchNorm
-        folded into its convolution (:func:`fold_batch_norm`), 6% less time a training step
+        folded into its convolution (:func:`fold_batch_norm`), 7% less time a training step
         at 256x256. The copy is kept outside the module's state, so checkpoints and
         ``parameters()`` are unchanged; loading weights or moving the module rebuilds it."""
         prefix = self.stages[0][:self.frozen_layers]
