@@ -169,7 +169,7 @@ CONFIGS: dict[str, TrainConfig] = {
     # torchvision's ImageNet MobileNetV2 (the paper's recipe: a pretrained backbone; its
     # first 4 layers frozen), crops of 256 pixels at the images' own scale, default boxes
     # fitted to the crowns, flips, quarter turns and colour distortion (the held-out forest
-    # is denser and darker than the training one). About 6 minutes on 2 CPU cores.
+    # is denser and darker than the training one). About 6 to 7 minutes on 2 CPU cores.
     "trees": _preset(
         name="trees", model="ssd_mobilenet_v2", dataset="trees", image_size=256,
         backbone_weights="IMAGENET1K_V1", frozen_layers=4, priors="fit", num_classes=2,
