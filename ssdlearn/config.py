@@ -167,25 +167,26 @@ CONFIGS: dict[str, TrainConfig] = {
     # Tree crowns in NEON aerial images (lesson 09): two images to train on, one held out,
     # scored by detection over tiles, each seen 8 ways (mirrored, quarter turns). SSD on
     # torchvision's ImageNet MobileNetV2 (the paper's recipe: a pretrained backbone; its
-    # first 4 layers frozen), crops of 256 pixels at the images' own scale, default boxes
-    # fitted to the crowns, flips, quarter turns and colour distortion (the held-out forest
-    # is denser and darker than the training one). About 6 to 7 minutes on 2 CPU cores.
+    # first 5 layers frozen, up to the first stride-8 block), crops of 256 pixels at the
+    # images' own scale, default boxes fitted to the crowns, flips, quarter turns and colour
+    # distortion (the held-out forest is denser and darker than the training one). About
+    # 4.5 minutes on 2 CPU cores (benchmarks/README.md).
     "trees": _preset(
         name="trees", model="ssd_mobilenet_v2", dataset="trees", image_size=256,
-        backbone_weights="IMAGENET1K_V1", frozen_layers=4, priors="fit", num_classes=2,
+        backbone_weights="IMAGENET1K_V1", frozen_layers=5, priors="fit", num_classes=2,
         classes=("tree",), crop=256, crop_scale=(0.8, 1.25), quarter_turns=True, tile_views=8,
         augment=True, batch_size=16, steps=300, optimizer="adamw", lr=2e-3, weight_decay=1e-4,
         warmup_steps=25, lr_schedule="cosine", grad_clip=10.0, workers=0, log_every=25,
         eval_every=300, checkpoint_every=300,
     ),
     # Your own annotations: --annotations FILE_OR_FOLDER [--images DIR] [--classes a,b].
-    # The trees recipe (ImageNet MobileNetV2 at 256x256, 4 layers frozen, AdamW 2e-3, 300
+    # The trees recipe (ImageNet MobileNetV2 at 256x256, 5 layers frozen, AdamW 2e-3, 300
     # steps of 16), a fifth of the images held out (split.json in the run folder), default
     # boxes fitted to the objects, the paper's augmentation. Large images: add --crop 256
     # (or so); a small dataset may want more --steps.
     "custom": _preset(
         name="custom", model="ssd_mobilenet_v2", dataset="custom", image_size=256,
-        backbone_weights="IMAGENET1K_V1", frozen_layers=4, priors="fit", num_classes=2,
+        backbone_weights="IMAGENET1K_V1", frozen_layers=5, priors="fit", num_classes=2,
         batch_size=16, steps=300, optimizer="adamw", lr=2e-3, weight_decay=1e-4,
         warmup_steps=25, lr_schedule="cosine", grad_clip=10.0, workers=0, log_every=25,
         eval_every=100, checkpoint_every=100,

@@ -40,6 +40,7 @@ __all__ = ["MobileNetV2Features", "ssd_mobilenet_v2", "mobilenet_prior_config",
            "mobilenet_map_sizes", "fold_batch_norm"]
 
 _CHANNELS = [192, 576, 320, 256]
+_CHUNK_BYTES = 16 * 2**20
 
 
 def mobilenet_map_sizes(image_size: int) -> list[int]:
@@ -118,15 +119,45 @@ class MobileNetV2Features(nn.Module):
         # Depthwise convolutions run 1.3-1.6x faster in channels_last on a CPU (a step of 16
         # images at 256x256: 1.54 s against 2.01 s); the maps stay channels_last.
         x = x.contiguous(memory_format=torch.channels_last)
+        chunk = self.images_per_chunk(x)
+        if not self.training and chunk < len(x):
+            # In eval mode each image is computed on its own (BatchNorm uses its running
+            # statistics), so a few at a time give the same maps from the CPU's cache.
+            parts = [self._maps(part) for part in x.split(chunk)]
+            return [torch.cat(maps) for maps in zip(*parts)]
+        return self._maps(x)
+
+    def images_per_chunk(self, x: Tensor) -> int:
+        """How many images run through the network at once where that gives the same
+        result: on a CPU, as many as keep the largest map (96 channels at half the input's
+        side, 6 MB an image at 256x256) within 16 MB, which a CPU's cache holds; a whole
+        batch of 16 goes to memory and back at every layer. Measured with 2 cores and a
+        32 MB cache, 16 images at 256x256: the frozen layers 95 ms in chunks of 2 against
+        245 ms at once, the whole network in eval mode 318 ms against 548 ms. On a GPU,
+        the whole batch."""
+        if x.device.type != "cpu":
+            return len(x)
+        largest_map_bytes = 96 * -(-x.shape[-2] // 2) * -(-x.shape[-1] // 2) * x.element_size()
+        return max(1, _CHUNK_BYTES // largest_map_bytes)
+
+    def _maps(self, x: Tensor) -> list[Tensor]:
         maps = []
         for index, stage in enumerate(self.stages):
             if index == 0 and self.frozen_layers:
-                x = stage[self.frozen_layers:](self._frozen_prefix()(x))
+                x = stage[self.frozen_layers:](self._run_frozen(x))
             else:
                 x = stage(x)
             maps.append(x)
         maps.append(self.extra(x))
         return maps
+
+    def _run_frozen(self, x: Tensor) -> Tensor:
+        # The frozen layers have no BatchNorm statistics to gather and need no backward
+        # pass, so they run a few images at a time in training too.
+        prefix, chunk = self._frozen_prefix(), self.images_per_chunk(x)
+        if chunk >= len(x):
+            return prefix(x)
+        return torch.cat([prefix(part) for part in x.split(chunk)])
 
     def _frozen_prefix(self) -> nn.Module:
         """The frozen layers are a fixed function: they run as a copy with each BatchNorm

@@ -140,6 +140,35 @@ def test_frozen_layers_run_folded_and_compute_the_same(weights_file):
         features(x.double())
 
 
+def test_a_few_images_at_a_time_compute_the_same(weights_file, monkeypatch):
+    from ssdlearn import mobilenet
+
+    features = MobileNetV2Features(weights_file, frozen_layers=5)
+    # 96 channels at half the side, 4 bytes each, within 16 MB: 2 images at 256, 1 at 512.
+    assert features.images_per_chunk(torch.empty(16, 3, 256, 256)) == 2
+    assert features.images_per_chunk(torch.empty(16, 3, 512, 512)) == 1
+    assert features.images_per_chunk(torch.empty(16, 3, 128, 128)) == 10
+    assert features.images_per_chunk(torch.empty(16, 3, 256, 256, device="meta")) == 16
+    torch.manual_seed(1)
+    x = torch.rand(5, 3, 96, 96)
+    state = {key: value.clone() for key, value in features.state_dict().items()}
+    results = {}
+    for name, chunk_bytes in (("whole", 2**40), ("one by one", 1)):
+        features.load_state_dict(state)  # the same running statistics for both
+        monkeypatch.setattr(mobilenet, "_CHUNK_BYTES", chunk_bytes)
+        assert features.images_per_chunk(x) == (5 if name == "whole" else 1)
+        with torch.no_grad():
+            # Training: only the frozen layers go one by one; BatchNorm sees the batch.
+            results[name] = (features.train()(x), features.eval()(x))
+    for whole, one_by_one in zip(*results.values()):
+        for a, b in zip(whole, one_by_one):
+            assert a.shape == b.shape and a.shape[0] == 5
+            assert b.is_contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(a, b)
+    train_maps, eval_maps = results["whole"]
+    assert not torch.allclose(train_maps[1], eval_maps[1])  # batch statistics do show
+
+
 def test_random_weights_freeze_nothing():
     model = ssd_mobilenet_v2(2)
     assert all(p.requires_grad for p in model.parameters())
