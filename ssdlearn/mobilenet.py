@@ -138,7 +138,7 @@ class MobileNetV2Features(nn.Module):
         if x.device.type != "cpu":
             return len(x)
         largest_map_bytes = 96 * -(-x.shape[-2] // 2) * -(-x.shape[-1] // 2) * x.element_size()
-        return max(1, _CHUNK_BYTES // largest_map_bytes)
+        return max(1, min(len(x), _CHUNK_BYTES // largest_map_bytes))
 
     def _maps(self, x: Tensor) -> list[Tensor]:
         maps = []
