@@ -170,7 +170,7 @@ CONFIGS: dict[str, TrainConfig] = {
     # first 5 layers frozen, up to the first stride-8 block), crops of 256 pixels at the
     # images' own scale, default boxes fitted to the crowns, flips, quarter turns and colour
     # distortion (the held-out forest is denser and darker than the training one). About
-    # 4.5 to 5 minutes on 2 CPU cores (benchmarks/README.md).
+    # 4.5 to 5.5 minutes on 2 CPU cores (benchmarks/README.md).
     "trees": _preset(
         name="trees", model="ssd_mobilenet_v2", dataset="trees", image_size=256,
         backbone_weights="IMAGENET1K_V1", frozen_layers=5, priors="fit", num_classes=2,
