@@ -136,7 +136,7 @@ class TrainConfig:
         if isinstance(self.frozen_layers, bool) or self.frozen_layers not in range(8):
             raise ValueError(f"frozen_layers must be an integer from 0 to 7, "
                              f"got {self.frozen_layers!r}")
-        if self.frozen_layers != 4 and self.model != "ssd_mobilenet_v2":
+        if self.frozen_layers != TrainConfig.frozen_layers and self.model != "ssd_mobilenet_v2":
             raise ValueError(f"frozen_layers can be set for ssd_mobilenet_v2 only, "
                              f"not {self.model}")
 
