@@ -201,6 +201,9 @@ def detect_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--views", type=int, default=1, choices=(1, 2, 4, 8),
                         help="with --tile: see each tile 1, 2 (mirrored), 4 or 8 ways (quarter "
                              "turns) and merge; for images with no 'up' (default 1)")
+    parser.add_argument("--vote-iou", type=float, default=None, metavar="F",
+                        help="with --tile: box voting, each kept box the score-weighted mean "
+                             "of the boxes of its class at IoU >= F with it (e.g. 0.5)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     from .config import class_names, pick_device
@@ -221,7 +224,8 @@ def detect_main(argv: Sequence[str] | None = None) -> int:
 
             found = detect_tiled(model, image.to(device), args.tile, args.tile_overlap,
                                  score_threshold=args.score_threshold,
-                                 pre_nms_top_k=args.pre_nms_top_k, views=args.views)
+                                 pre_nms_top_k=args.pre_nms_top_k, views=args.views,
+                                 vote_iou=args.vote_iou)
             found = {key: value.cpu() for key, value in found.items()}
         else:
             found = detect_image(model, image, args.score_threshold, args.pre_nms_top_k)

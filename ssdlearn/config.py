@@ -62,6 +62,7 @@ class TrainConfig:
     crop_scale: tuple[float, float] = (1.0, 1.0)  # crop sides from crop * these, resized
     tile_overlap: float = 0.25  # evaluation tiles: the share of a tile its neighbour sees
     tile_views: int = 1  # evaluation tiles seen 1, 2 (mirrored), 4 or 8 ways (quarter turns)
+    tile_vote_iou: float | None = None  # evaluation tiles: box voting at this IoU (None: off)
     quarter_turns: bool = False  # augment with 90-degree turns (images with no "up")
     data_root: str = "data"  # COCO: the folder `python -m ssdlearn data coco2017` writes
     train_split: str = "trainval"  # voc: "2007:trainval,2012:trainval"; coco: train2017
@@ -130,6 +131,8 @@ class TrainConfig:
                              "leave them at (2, 3, 4) and (0.1, 0.9)")
         if isinstance(self.tile_views, bool) or self.tile_views not in (1, 2, 4, 8):
             raise ValueError(f"tile_views must be 1, 2, 4 or 8, got {self.tile_views!r}")
+        if self.tile_vote_iou is not None and not 0 < self.tile_vote_iou <= 1:
+            raise ValueError(f"tile_vote_iou must be in (0, 1] or None, got {self.tile_vote_iou!r}")
         if not (isinstance(self.priors, dict) or self.priors in ("default", "fit")):
             raise ValueError(f"priors must be 'default', 'fit' or a PriorConfig's fields, "
                              f"got {self.priors!r}")
@@ -165,19 +168,20 @@ CONFIGS: dict[str, TrainConfig] = {
         eval_every=1700, checkpoint_every=500, max_minutes=None,
     ),
     # Tree crowns in NEON aerial images (lesson 09): two images to train on, one held out,
-    # scored by detection over tiles, each seen 8 ways (mirrored, quarter turns). SSD on
-    # torchvision's ImageNet MobileNetV2 (the paper's recipe: a pretrained backbone; its
-    # first 5 layers frozen, up to the first stride-8 block), crops of 256 pixels at the
-    # images' own scale, default boxes fitted to the crowns, flips, quarter turns and colour
-    # distortion (the held-out forest is denser and darker than the training one). About
-    # 4.5 to 5.5 minutes on 2 CPU cores (benchmarks/README.md).
+    # scored by detection over tiles, each seen 8 ways (mirrored, quarter turns), merged by
+    # NMS and box voting. SSD on torchvision's ImageNet MobileNetV2 (the paper's recipe: a
+    # pretrained backbone; its first 5 layers frozen, up to the first stride-8 block), crops
+    # of 256 pixels at the images' own scale, default boxes fitted to the crowns, flips,
+    # quarter turns and colour distortion (the held-out forest is denser and darker than the
+    # training one); 240 steps, paid for by the AP that box voting adds. About 4.5 to 5
+    # minutes on 2 CPU cores (benchmarks/README.md).
     "trees": _preset(
         name="trees", model="ssd_mobilenet_v2", dataset="trees", image_size=256,
         backbone_weights="IMAGENET1K_V1", frozen_layers=5, priors="fit", num_classes=2,
         classes=("tree",), crop=256, crop_scale=(0.8, 1.25), quarter_turns=True, tile_views=8,
-        augment=True, batch_size=16, steps=300, optimizer="adamw", lr=2e-3, weight_decay=1e-4,
-        warmup_steps=25, lr_schedule="cosine", grad_clip=10.0, workers=0, log_every=25,
-        eval_every=300, checkpoint_every=300,
+        tile_vote_iou=0.5, augment=True, batch_size=16, steps=240, optimizer="adamw", lr=2e-3,
+        weight_decay=1e-4, warmup_steps=25, lr_schedule="cosine", grad_clip=10.0, workers=0,
+        log_every=25, eval_every=240, checkpoint_every=240,
     ),
     # Your own annotations: --annotations FILE_OR_FOLDER [--images DIR] [--classes a,b].
     # The trees recipe (ImageNet MobileNetV2 at 256x256, 5 layers frozen, AdamW 2e-3, 300
@@ -187,7 +191,7 @@ CONFIGS: dict[str, TrainConfig] = {
     "custom": _preset(
         name="custom", model="ssd_mobilenet_v2", dataset="custom", image_size=256,
         backbone_weights="IMAGENET1K_V1", frozen_layers=5, priors="fit", num_classes=2,
-        batch_size=16, steps=300, optimizer="adamw", lr=2e-3, weight_decay=1e-4,
+        tile_vote_iou=0.5, batch_size=16, steps=300, optimizer="adamw", lr=2e-3, weight_decay=1e-4,
         warmup_steps=25, lr_schedule="cosine", grad_clip=10.0, workers=0, log_every=25,
         eval_every=100, checkpoint_every=100,
     ),

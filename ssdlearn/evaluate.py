@@ -32,7 +32,7 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 32, workers: 
              nms_threshold: float = 0.45, top_k: int = 200, clip: bool = True,
              pre_nms_top_k: int | None = 400, tile: int | None = None,
              tile_overlap: float = 0.25, tile_views: int = 1,
-             voc_ious: Sequence[float] = ()) -> dict:
+             tile_vote_iou: float | None = None, voc_ious: Sequence[float] = ()) -> dict:
     """Detect on every image of ``dataset`` and score with COCO's and VOC's metrics.
 
     Boxes are clipped to the image (``clip``) before scoring, as ``python -m ssdlearn
@@ -46,10 +46,11 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 32, workers: 
 
     Large images (lesson 09): with ``tile``, each image of ``dataset`` (at its own size, no
     resize) is detected over tiles of ``tile`` pixels overlapping by ``tile_overlap``, each
-    seen ``tile_views`` ways (:func:`ssdlearn.tiling.detect_tiled`; ``top_k`` per tile and
-    view). The merged detections of an image are all scored, with no cap per image: VOC's
-    AP can only grow with more detections below the others, and an aerial image can hold
-    hundreds of objects.
+    seen ``tile_views`` ways and merged with box voting at ``tile_vote_iou``
+    (:func:`ssdlearn.tiling.detect_tiled`; ``top_k`` per tile and view). The merged
+    detections of an image are all scored, with no cap per image: VOC's AP can only grow
+    with more detections below the others, and an aerial image can hold hundreds of
+    objects.
 
     Returns a dict with ``map`` (AP@[.5:.95]), ``map_50``, ``map_75``, ``map_small/medium/
     large`` (COCO rules, 101 points), ``voc07_map`` (VOC2007 11-point AP at IoU 0.5), and
@@ -62,7 +63,7 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 32, workers: 
     if tile is not None:
         predictions, targets = tiled_detections(model, dataset, device, tile, tile_overlap,
                                                 score_threshold, nms_threshold, top_k,
-                                                pre_nms_top_k, tile_views)
+                                                pre_nms_top_k, tile_views, tile_vote_iou)
         model.train(was_training)
         return _scores(predictions, targets, voc_ious)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
@@ -90,6 +91,7 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 32, workers: 
 def tiled_detections(model: nn.Module, dataset: Dataset, device: torch.device, tile: int,
                      overlap: float, score_threshold: float, nms_threshold: float, top_k: int,
                      pre_nms_top_k: int | None, views: int = 1,
+                     vote_iou: float | None = None,
                      ) -> tuple[list[dict], list[dict]]:  # fmt: skip
     """Per image: detections over tiles (every one the tiles give, no cap per image), and
     the target, both in the image's pixels."""
@@ -101,7 +103,7 @@ def tiled_detections(model: nn.Module, dataset: Dataset, device: torch.device, t
         found = detect_tiled(model, image.to(device), tile, overlap,
                              score_threshold=score_threshold, nms_threshold=nms_threshold,
                              top_k=None, top_k_per_tile=top_k, pre_nms_top_k=pre_nms_top_k,
-                             views=views)
+                             views=views, vote_iou=vote_iou)
         predictions.append({key: value.cpu() for key, value in found.items()})
         size = tuple(image.shape[1:])
         targets.append({"boxes": to_pixels(target["boxes"], size), "labels": target["labels"],

@@ -420,7 +420,7 @@ def evaluation_options(config: TrainConfig) -> dict:
     options: dict = {}
     if config.crop is not None:
         options.update(tile=config.crop, tile_overlap=config.tile_overlap,
-                       tile_views=config.tile_views)
+                       tile_views=config.tile_views, tile_vote_iou=config.tile_vote_iou)
     if config.dataset in ("trees", "custom"):
         options["voc_ious"] = (0.5, 0.4)
     return options

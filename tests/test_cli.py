@@ -111,12 +111,16 @@ def test_detect_tiled_gives_boxes_in_the_whole_images_pixels(checkpoint, tmp_pat
 def test_detect_tiled_in_eight_views(checkpoint, tmp_path, capsys):
     path = _png(tmp_path, 160)
     outputs = {}
-    for views in ("1", "8"):
+    for views, voting in (("1", []), ("8", []), ("8", ["--vote-iou", "0.5"])):
+        name = views + "".join(voting)
         assert ssdlearn_main(["detect", "--checkpoint", str(checkpoint), str(path), "--out",
-                              str(tmp_path / views), "--score-threshold", "0.0", "--tile", "64",
-                              "--views", views, "--device", "cpu"]) == 0
-        outputs[views] = json.loads((tmp_path / views / "shapes.json").read_text())
+                              str(tmp_path / name), "--score-threshold", "0.0", "--tile", "64",
+                              "--views", views, *voting, "--device", "cpu"]) == 0
+        outputs[name] = json.loads((tmp_path / name / "shapes.json").read_text())
     assert outputs["8"] != outputs["1"]  # the other seven views found other boxes too
+    voted = outputs["8--vote-iou0.5"]  # the same detections, their boxes moved by the vote
+    assert [r["score"] for r in voted] == [r["score"] for r in outputs["8"]]
+    assert [r["box_xyxy"] for r in voted] != [r["box_xyxy"] for r in outputs["8"]]
     for record in outputs["8"]:
         x1, y1, x2, y2 = record["box_xyxy"]
         assert 0 <= x1 <= x2 <= 160 and 0 <= y1 <= y2 <= 160

@@ -24,7 +24,7 @@ from ssdlearn.metrics import evaluate_voc
 from ssdlearn.mobilenet import mobilenet_prior_config
 from ssdlearn.model import tiny_prior_config
 from ssdlearn.tiling import RandomCrop, detect_tiled, random_square
-from ssdlearn.train import learning_rate, settle_config, train, warmup_cosine_lr
+from ssdlearn.train import evaluation_options, learning_rate, settle_config, train, warmup_cosine_lr
 
 
 def box_mask(box: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -172,6 +172,9 @@ def test_priors_field_is_checked():
         TrainConfig(lr_schedule="linear")
     with pytest.raises(ValueError, match="tile_views must be 1, 2, 4 or 8, got 3"):
         TrainConfig(tile_views=3)
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match=r"tile_vote_iou must be in \(0, 1\] or None"):
+            TrainConfig(tile_vote_iou=bad)
 
 
 def test_cosine_schedule():
@@ -199,10 +202,13 @@ def test_tiled_evaluation_is_detect_tiled_then_voc(tmp_path):
     torch.manual_seed(0)
     model = build_model(config).eval()
     _, val_set, _ = build_datasets(config)
-    metrics = evaluate(model, val_set, tile=256, tile_overlap=0.25, tile_views=2,
-                       voc_ious=(0.5, 0.4))
+    options = evaluation_options(dataclasses.replace(config, tile_views=2))
+    assert options == dict(tile=256, tile_overlap=0.25, tile_views=2, tile_vote_iou=0.5,
+                           voc_ious=(0.5, 0.4))
+    metrics = evaluate(model, val_set, **options)
     image, target = val_set[0]
-    found = detect_tiled(model, image, 256, 0.25, top_k=None, top_k_per_tile=200, views=2)
+    found = detect_tiled(model, image, 256, 0.25, top_k=None, top_k_per_tile=200, views=2,
+                         vote_iou=0.5)
     truth = {"boxes": target["boxes"] * torch.tensor([1249, 1035, 1249, 1035]),
              "labels": target["labels"]}
     for iou in (0.5, 0.4):

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssdlearn.tiling import RandomCrops, cut_tiles, detect_tiled, tile_grid, tile_starts
+from ssdlearn.boxes import box_iou
+from ssdlearn.tiling import RandomCrops, cut_tiles, detect_tiled, tile_grid, tile_starts, vote_boxes
 
 
 class WhiteCells(nn.Module):
@@ -114,6 +115,45 @@ def test_model_mode_is_restored():
     detect_tiled(model, black(32, 32), tile=32)
     assert model.training
 
+
+def test_vote_boxes_averages_its_class_above_the_iou_by_score():
+    tiles = torch.tensor([[0, 0, 60, 60], [40, 0, 100, 60]])
+    kept = torch.tensor([[10.0, 10, 30, 30], [70, 40, 80, 50]])
+    boxes = torch.tensor([[10.0, 10, 30, 30],    # the first kept box itself
+                          [12, 10, 32, 30],      # IoU 0.82: votes
+                          [10, 10, 30, 30],      # another class: does not
+                          [20, 20, 40, 40],      # IoU 0.14: does not
+                          [44, 10, 52, 30],      # far away, in the other tile
+                          [70, 40, 80, 50],      # the second kept box, in the second tile
+                          [71, 40, 81, 50]])     # from the second tile too: votes
+    scores = torch.tensor([0.9, 0.3, 0.8, 0.9, 0.9, 0.5, 0.5])
+    labels = torch.tensor([1, 1, 2, 1, 1, 1, 1])
+    owners = torch.tensor([0, 0, 0, 0, 1, 1, 1])
+    voted = vote_boxes(kept, labels[[0, 5]], boxes, scores, labels, owners, tiles, 0.5)
+    torch.testing.assert_close(voted, torch.tensor([[10.5, 10, 30.5, 30], [70.5, 40, 80.5, 50]]))
+    # A kept box nobody votes for (not among the candidates, no overlap) stays put.
+    lonely = torch.tensor([[0.0, 50, 5, 55]])
+    assert torch.equal(vote_boxes(lonely, torch.tensor([1]), boxes, scores, labels, owners,
+                                  tiles, 0.5), lonely)
+
+
+def test_detect_tiled_votes_with_every_tile_and_keeps_the_scores():
+    image = black(70, 100)
+    for y, x in [(5, 5), (30, 40), (33, 44), (50, 80), (20, 90)]:
+        image[:, y:y + 9, x:x + 9] = 1
+    model, options = WhiteCells(), dict(tile=48, overlap=0.25, score_threshold=0.3)
+    plain = detect_tiled(model, image, **options)
+    voted = detect_tiled(model, image, **options, vote_iou=0.3)
+    every = detect_tiled(model, image, **options, nms_threshold=1.0)  # all the candidates
+    assert torch.equal(voted["scores"], plain["scores"])
+    assert torch.equal(voted["labels"], plain["labels"])
+    weights = (box_iou(plain["boxes"], every["boxes"]) >= 0.3) * every["scores"]
+    expected = weights @ every["boxes"] / weights.sum(1, keepdim=True)
+    torch.testing.assert_close(voted["boxes"], expected)
+    assert not torch.equal(voted["boxes"], plain["boxes"])  # the tiles' cells disagree
+    for bad, error in [(0, ValueError), (1.5, ValueError), ("0.5", TypeError)]:
+        with pytest.raises(error, match="vote_iou"):
+            detect_tiled(model, image, **options, vote_iou=bad)
 
 
 class WideAndTall(nn.Module):

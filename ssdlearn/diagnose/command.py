@@ -54,7 +54,7 @@ def collect_detections(model: nn.Module, dataset, batch_size: int = 32,
                        device: torch.device | None = None, score_threshold: float = 0.01,
                        nms_threshold: float = 0.45, top_k: int = 200,
                        tile: int | None = None, tile_overlap: float = 0.25,
-                       tile_views: int = 1,
+                       tile_views: int = 1, tile_vote_iou: float | None = None,
                        ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:  # fmt: skip
     """Detect on every image of ``dataset``: (predictions, targets), boxes in pixels.
 
@@ -71,7 +71,7 @@ def collect_detections(model: nn.Module, dataset, batch_size: int = 32,
     device = device or next(model.parameters()).device
     if tile is not None:
         return tiled_detections(model, dataset, device, tile, tile_overlap, score_threshold,
-                                nms_threshold, top_k, 400, tile_views)
+                                nms_threshold, top_k, 400, tile_views, tile_vote_iou)
     was_training = model.training
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_detection)
@@ -143,7 +143,8 @@ def diagnose(checkpoint: str | Path, out: str | Path = "diagnosis",
     groups = _parse_groups(similar, class_names)
     predictions, targets = collect_detections(model, val_set, batch_size, torch_device,
                                               tile=config.crop, tile_overlap=config.tile_overlap,
-                                              tile_views=config.tile_views)
+                                              tile_views=config.tile_views,
+                                              tile_vote_iou=config.tile_vote_iou)
 
     panels = {"all classes": kind_shares(predictions, targets, groups)}
     for group in groups:
