@@ -18,8 +18,8 @@ AdamW and learning rate per step, for as many seconds of training as ssdlearn's 
 Both are scored the same way on the held-out ``2019_YELL_2_541000_4977000_image_crop``
 (1249x1035, 279 trees): detection over tiles of 256 pixels overlapping by a quarter, each
 tile seen 8 ways (mirrored or not, four quarter turns: the preset's ``tile_views``), merged
-by NMS at 0.45 and box voting at IoU 0.5 (``tile_vote_iou``), every detection scored, VOC's area AP (``use_07_metric=False``) at IoU 0.5
-and 0.4 (DeepForest reports 0.4).
+by NMS at 0.45 and box voting at IoU 0.5 (``tile_vote_iou``), every detection scored, VOC's
+area AP (``use_07_metric=False``) at IoU 0.5 and 0.4 (DeepForest reports 0.4).
 """
 
 from __future__ import annotations
