@@ -193,17 +193,16 @@ def detect_tiled(
                         found.append({**f, "boxes": undo_view(f["boxes"], mirror, turns)})
                 counts = [len(f["scores"]) for f in found]
                 boxes = torch.cat([f["boxes"] for f in found])  # normalized to their tile
-                owner = part.repeat(len(VIEWS[views]), 1)  # found is view by view
-                owner = owner.repeat_interleave(torch.tensor(counts, device=part.device), dim=0)
+                which = torch.arange(start, start + len(part), device=part.device)
+                which = which.repeat(len(VIEWS[views]))  # found is view by view
+                which = which.repeat_interleave(torch.tensor(counts, device=part.device))
+                owner = tiles[which]  # each box's tile, [N, 4] pixels
                 side = (owner[:, 2:] - owner[:, :2]).repeat(1, 2).to(boxes)
                 boxes = boxes * side + owner[:, :2].repeat(1, 2).to(boxes)
                 keep = _away_from_inner_edges(boxes, owner, edge_margin, height, width)
                 found_boxes.append(boxes[keep])
                 found_scores.append(torch.cat([f["scores"] for f in found])[keep])
                 found_labels.append(torch.cat([f["labels"] for f in found])[keep])
-                which = torch.arange(start, start + len(part), device=part.device)
-                which = which.repeat(len(VIEWS[views])).repeat_interleave(
-                    torch.tensor(counts, device=part.device))
                 found_tiles.append(which[keep])
     finally:
         model.train(was_training)
