@@ -173,15 +173,15 @@ CONFIGS: dict[str, TrainConfig] = {
     # pretrained backbone; its first 5 layers frozen, up to the first stride-8 block), crops
     # of 256 pixels at the images' own scale, default boxes fitted to the crowns, flips,
     # quarter turns and colour distortion (the held-out forest is denser and darker than the
-    # training one); 240 steps, paid for by the AP that box voting adds. About 4.5 to 5
-    # minutes on 2 CPU cores (benchmarks/README.md).
+    # training one); 210 steps, paid for by the AP that box voting adds. About 4 minutes
+    # on 2 CPU cores (benchmarks/README.md).
     "trees": _preset(
         name="trees", model="ssd_mobilenet_v2", dataset="trees", image_size=256,
         backbone_weights="IMAGENET1K_V1", frozen_layers=5, priors="fit", num_classes=2,
         classes=("tree",), crop=256, crop_scale=(0.8, 1.25), quarter_turns=True, tile_views=8,
-        tile_vote_iou=0.5, augment=True, batch_size=16, steps=240, optimizer="adamw", lr=2e-3,
+        tile_vote_iou=0.5, augment=True, batch_size=16, steps=210, optimizer="adamw", lr=2e-3,
         weight_decay=1e-4, warmup_steps=25, lr_schedule="cosine", grad_clip=10.0, workers=0,
-        log_every=25, eval_every=240, checkpoint_every=240,
+        log_every=25, eval_every=210, checkpoint_every=210,
     ),
     # Your own annotations: --annotations FILE_OR_FOLDER [--images DIR] [--classes a,b].
     # The trees recipe (ImageNet MobileNetV2 at 256x256, 5 layers frozen, AdamW 2e-3, 300
