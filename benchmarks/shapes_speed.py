@@ -46,8 +46,8 @@ OLD_PRESET = dict(
     width=32, aspect_ratios=(2, 3, 4), scale_range=(0.1, 0.9), alpha=1.0, train_images=50_000,
     val_images=500, shapes_min_scale=0.1, augment=False, batch_size=16, steps=1700,
     optimizer="adamw", lr=3e-3, weight_decay=1e-4, warmup_steps=50,
-    lr_milestones=(1330, 1560), grad_clip=10.0, workers=0, log_every=25, eval_every=1700,
-    checkpoint_every=500, max_minutes=4.5,
+    lr_milestones=(1330, 1560), grad_clip=10.0, workers=0, burst=0, log_every=25,
+    eval_every=1700, checkpoint_every=500, max_minutes=4.5,
 )
 
 
@@ -124,6 +124,9 @@ def profile(preset: dict | None, steps: int | None = None) -> dict:
             batch = next(self.batches)
             seconds["data"] += time.perf_counter() - start
             return batch
+
+        def close(self):
+            getattr(self.batches, "close", lambda: None)()
 
     originals = (training.make_train_loader, training.train_step, training.evaluate,
                  training.save_checkpoint)

@@ -162,6 +162,8 @@ def resize(image: Tensor, target: Target, size: int | tuple[int, int]) -> tuple[
     Normalized boxes do not change.
     """
     height, width = (size, size) if isinstance(size, int) else size
+    if image.shape[-2:] == (height, width):  # already that size: interpolation is exact
+        return image.clamp(0, 1), target
     resized = F.interpolate(image[None], size=(height, width), mode="bilinear",
                             align_corners=False, antialias=True)[0]
     return resized.clamp(0, 1), target

@@ -94,6 +94,7 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     workers: int = 4
+    burst: int = 0  # > 0: batches made this many at a time between steps, one process per core
     log_every: int = 20
     eval_every: int = 10_000
     checkpoint_every: int = 5_000
@@ -111,6 +112,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.burst < 0 or self.workers < 0 or (self.burst and self.workers):
+            raise ValueError(f"burst (batches made between steps) and workers (DataLoader "
+                             f"processes) are two ways to make batches in other processes: "
+                             f"one of them must be 0, the other >= 0; got burst {self.burst} "
+                             f"and workers {self.workers}")
         self.lr_milestones = tuple(self.lr_milestones)
         self.crop_scale = tuple(float(v) for v in self.crop_scale)
         if self.classes is not None:
@@ -156,16 +162,17 @@ CONFIGS: dict[str, TrainConfig] = {
     # s_min 0.07 (the thinnest bars get a default box, lesson 08), and alpha 2 (boxes
     # precise enough for mAP@[.5:.95]; the paper's 1 was cross-validated on VOC). No
     # geometric augmentation (generated images never repeat, so there is nothing to
-    # overfit), AdamW, objects from 0.1 of the image side. No worker processes: on 2 cores
-    # a data worker competes with the two compute threads and slows every step down. No
-    # time limit: a run cut before its learning rate decays ends far below its targets.
+    # overfit), AdamW, objects from 0.1 of the image side. Batches made 50 at a time between
+    # steps, one process per core (`burst`): a DataLoader worker would make them during the
+    # step and take a core from its two threads. No time limit: a run cut before its
+    # learning rate decays ends far below its targets.
     "shapes": _preset(
         name="shapes", model="ssd_tiny", dataset="shapes", image_size=96, width=24,
         aspect_ratios=(4,), scale_range=(0.07, 0.9), num_classes=6, train_images=50_000,
         val_images=500, shapes_min_scale=0.1, augment=False, batch_size=16, steps=1700,
         optimizer="adamw", lr=3e-3, weight_decay=1e-4, warmup_steps=50,
-        lr_milestones=(1330, 1560), alpha=2.0, grad_clip=10.0, workers=0, log_every=25,
-        eval_every=1700, checkpoint_every=500, max_minutes=None,
+        lr_milestones=(1330, 1560), alpha=2.0, grad_clip=10.0, workers=0, burst=50,
+        log_every=25, eval_every=1700, checkpoint_every=500, max_minutes=None,
     ),
     # Tree crowns in NEON aerial images (lesson 09): two images to train on, one held out,
     # scored by detection over tiles, each seen 8 ways (mirrored, quarter turns), merged by

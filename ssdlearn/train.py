@@ -399,6 +399,8 @@ def train(config: TrainConfig, out: str | Path, resume: str | Path | None = None
             if out_of_time:
                 break
     finally:
+        if hasattr(batches, "close"):  # a BurstLoader's processes
+            batches.close()
         if bar is not None:
             bar.close()
         if log_file:

@@ -14,8 +14,12 @@ does: they are not objects to match, and evaluation ignores them anyway.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import sys
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
 import torch
@@ -39,8 +43,8 @@ from .own import CropSource
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
-__all__ = ["AugmentedDataset", "EpochBatchSampler", "drop_crowd", "per_process_batch",
-           "crop_train_transform", "make_train_loader"]
+__all__ = ["AugmentedDataset", "EpochBatchSampler", "BurstLoader", "drop_crowd",
+           "per_process_batch", "crop_train_transform", "make_train_loader"]
 
 
 def _sample_seed(*parts: int) -> int:
@@ -127,6 +131,63 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         return sys.maxsize
 
 
+# What each burst process needs, set once when the pool starts (inherited through fork).
+_burst_source: tuple[Dataset, Callable] | None = None
+
+
+def _start_burst_process(dataset: Dataset, collate_fn: Callable) -> None:
+    global _burst_source
+    _burst_source = (dataset, collate_fn)
+    torch.set_num_threads(1)  # one process per core already
+
+
+def _make_batch(items: list[tuple[int, int]]):
+    dataset, collate_fn = _burst_source
+    return collate_fn([dataset[item] for item in items])
+
+
+class BurstLoader:
+    """The sampler's batches, made ``burst`` at a time by one process per core while the
+    training step waits, then handed out in order: the same batches as in-process loading.
+
+    On 2 cores a DataLoader worker makes batches *during* the step and takes a core from
+    its two threads, so both slow down; in bursts, data and step each get both cores. Needs
+    the fork start method (Linux); elsewhere, or with one core, the batches are made in
+    process. :meth:`close` stops the processes.
+    """
+
+    def __init__(self, dataset: Dataset, sampler: Sampler, collate_fn: Callable,
+                 burst: int, processes: int | None = None) -> None:
+        if burst < 1:
+            raise ValueError(f"burst must be >= 1 batch, got {burst}")
+        if processes is None:
+            processes = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        self.dataset, self.collate_fn, self.burst = dataset, collate_fn, burst
+        self._items, self._ready = iter(sampler), deque()
+        self._pool = None
+        if processes > 1 and sys.platform.startswith("linux"):
+            # A process that dies (out of memory, say) raises BrokenProcessPool: no hang.
+            self._pool = ProcessPoolExecutor(processes, multiprocessing.get_context("fork"),
+                                             _start_burst_process, (dataset, collate_fn))
+            self._chunk = -(-burst // processes)
+
+    def __iter__(self) -> BurstLoader:
+        return self
+
+    def __next__(self):
+        if not self._ready:
+            if self._pool is None:
+                return self.collate_fn([self.dataset[item] for item in next(self._items)])
+            items = [next(self._items) for _ in range(self.burst)]
+            self._ready.extend(self._pool.map(_make_batch, items, chunksize=self._chunk))
+        return self._ready.popleft()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
 def crop_train_transform(config: TrainConfig) -> Compose:
     """Training on crops (``config.crop``, lesson 09): a random crop of ``crop * crop_scale``
     pixels, resized to the input; with ``augment``, flips (and quarter turns where there is
@@ -154,6 +215,8 @@ def make_train_loader(dataset: Dataset, config: TrainConfig, start_step: int = 0
     augmented = AugmentedDataset(dataset, transform, config.seed)
     sampler = EpochBatchSampler(len(dataset), per_process_batch(config.batch_size, world_size),
                                 config.seed, start_step, rank, world_size)
+    if config.burst:
+        return BurstLoader(augmented, sampler, collate_detection, config.burst)
     return iter(DataLoader(
         augmented, batch_sampler=sampler, collate_fn=collate_detection,
         num_workers=config.workers, pin_memory=torch.cuda.is_available(),
