@@ -141,8 +141,9 @@ def _start_burst_process(dataset: Dataset, collate_fn: Callable) -> None:
     torch.set_num_threads(1)  # one process per core already
 
 
-def _make_batch(items: list[tuple[int, int]]):
-    dataset, collate_fn = _burst_source
+def _make_batch(items: list[tuple[int, int]], source: tuple[Dataset, Callable] | None = None):
+    """One collated batch of ``items`` from ``source`` (in a burst process: its own)."""
+    dataset, collate_fn = source or _burst_source
     return collate_fn([dataset[item] for item in items])
 
 
@@ -177,7 +178,7 @@ class BurstLoader:
     def __next__(self):
         if not self._ready:
             if self._pool is None:
-                return self.collate_fn([self.dataset[item] for item in next(self._items)])
+                return _make_batch(next(self._items), (self.dataset, self.collate_fn))
             items = [next(self._items) for _ in range(self.burst)]
             self._ready.extend(self._pool.map(_make_batch, items, chunksize=self._chunk))
         return self._ready.popleft()
