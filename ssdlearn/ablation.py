@@ -72,15 +72,18 @@ class _SomeMaps(nn.Module):
 
 
 # The tiny SSD with every idea of the paper: TrainConfig's own width 32, default boxes of
-# ratios 1, 2, 3 and 4 on eq. 4's scales 0.1 to 0.9, and alpha 1.
+# ratios 1, 2, 3 and 4 on eq. 4's scales 0.1 to 0.9, and alpha 1; every step at full size
+# (no progressive resizing: the paper's training).
 _EVERY_IDEA = {field.name: field.default for field in dataclasses.fields(TrainConfig)
-               if field.name in ("width", "aspect_ratios", "scale_range", "alpha")}
+               if field.name in ("width", "aspect_ratios", "scale_range", "alpha", "small_size",
+                                 "small_fraction")}
 
 
 def ablation_base(config: TrainConfig | None = None) -> TrainConfig:
     """``config`` (default: the shapes preset) with the tiny SSD that has every idea of the
-    paper: width 32, default boxes of ratios 1, 2, 3 and 4 on eq. 4's scales 0.1 to 0.9, and
-    alpha 1. ``assets/ablations.json`` (lesson 11) was trained from it."""
+    paper: width 32, default boxes of ratios 1, 2, 3 and 4 on eq. 4's scales 0.1 to 0.9,
+    alpha 1, and every step on full-size images. ``assets/ablations.json`` (lesson 11) was
+    trained from it."""
     return dataclasses.replace(config or CONFIGS["shapes"], **_EVERY_IDEA)
 
 

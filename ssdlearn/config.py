@@ -10,6 +10,8 @@ factories below turn it into objects, so every command builds the same model the
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +95,10 @@ class TrainConfig:
     amp: bool = True  # on CUDA: bf16 where supported, else fp16 with a grad scaler
     channels_last: bool = True
     compile: bool = False
+    # Progressive resizing (ssd_tiny, ssd_mobilenet_v2): the first small_fraction of the
+    # steps train the same network on small_size images, the rest on image_size ones
+    small_size: int | None = None
+    small_fraction: float = 0.0
     workers: int = 4
     burst: int = 0  # > 0: batches made this many at a time between steps, one process per core
     log_every: int = 20
@@ -117,6 +123,7 @@ class TrainConfig:
                              f"processes) are two ways to make batches in other processes: "
                              f"one of them must be 0, the other >= 0; got burst {self.burst} "
                              f"and workers {self.workers}")
+        self._check_small_phase()
         self.lr_milestones = tuple(self.lr_milestones)
         self.crop_scale = tuple(float(v) for v in self.crop_scale)
         if self.classes is not None:
@@ -148,6 +155,29 @@ class TrainConfig:
         if self.frozen_layers != TrainConfig.frozen_layers and self.model != "ssd_mobilenet_v2":
             raise ValueError(f"frozen_layers can be set for ssd_mobilenet_v2 only, "
                              f"not {self.model}")
+
+    @property
+    def small_steps(self) -> int:
+        """How many steps, from the first, train on ``small_size`` images."""
+        return round(self.small_fraction * self.steps)
+
+    def _check_small_phase(self) -> None:
+        fraction = self.small_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
+                0 <= fraction < 1):
+            raise ValueError(f"small_fraction must be a share of the steps, from 0 up to (not "
+                             f"including) 1, got {self.small_fraction!r}")
+        if not self.small_fraction:
+            return
+        if (isinstance(self.small_size, bool) or not isinstance(self.small_size, int)
+                or not 0 < self.small_size < self.image_size):
+            raise ValueError(f"with small_fraction {self.small_fraction}, small_size must be a "
+                             f"whole number of pixels below image_size ({self.image_size}), "
+                             f"got {self.small_size!r}")
+        if self.model not in ("ssd_tiny", "ssd_mobilenet_v2") or self.priors != "default":
+            raise ValueError(f"small_fraction needs default boxes for the small size too: "
+                             f"ssd_tiny or ssd_mobilenet_v2 with priors='default', not "
+                             f"{self.model} with priors={self.priors!r}; or small_fraction 0")
 
 
 def _preset(**changes) -> TrainConfig:
@@ -238,6 +268,28 @@ CONFIGS: dict[str, TrainConfig] = {
 # ---------------------------------------------------------------------------------------
 
 
+def settle_config(config: TrainConfig, train_set: Dataset,
+                  class_names: Sequence[str] | None = None) -> TrainConfig:
+    """What a config leaves to the data, decided once before training and saved with it:
+    ``priors="fit"`` becomes the default boxes fitted to ``train_set``'s objects (as crops
+    of ``config.crop`` pixels), and a ``custom`` dataset's classes (and ``num_classes``)
+    those its annotations name. A checkpoint therefore rebuilds the same network."""
+    changes: dict = {}
+    if config.dataset in ("trees", "custom") and class_names is not None:
+        changes.update(classes=tuple(class_names[1:]), num_classes=len(class_names))
+    if config.priors == "fit":
+        from .fit import fit_priors, prior_fields
+
+        # The template says where the model's maps are; the fit chooses the boxes on them.
+        template = default_box_template(config)
+        if template is None:
+            raise ValueError(f"priors='fit' works with ssd_tiny and ssd_mobilenet_v2, "
+                             f"not {config.model}")
+        fitted = fit_priors(train_set, template, config.crop, name=config.name)
+        changes["priors"] = prior_fields(fitted)
+    return dataclasses.replace(config, **changes) if changes else config
+
+
 def build_model(config: TrainConfig) -> nn.Module:
     """The network named by ``config.model``, with the config's classes and input size.
 
@@ -260,7 +312,7 @@ def build_model(config: TrainConfig) -> nn.Module:
 def default_box_template(config: TrainConfig):
     """The default boxes a model with its own (``ssd_tiny``, ``ssd_mobilenet_v2``) gets from
     ``aspect_ratios`` and ``scale_range``; with ``priors="fit"`` the template whose feature
-    maps the fit keeps (:func:`ssdlearn.train.settle_config`). None for the other models."""
+    maps the fit keeps (:func:`settle_config`). None for the other models."""
     from .mobilenet import mobilenet_prior_config
     from .model import tiny_prior_config
 

@@ -51,13 +51,14 @@ from .config import (
     TrainConfig,
     build_datasets,
     build_model,
-    default_box_template,
     pick_device,
+    settle_config,
 )
 from .data.loader import make_train_loader, per_process_batch
 from .evaluate import evaluate
 from .loss import MultiBoxLoss
 from .matching import encode, match_batch
+from .progressive import small_phase
 
 __all__ = [
     "warmup_step_lr",
@@ -105,28 +106,6 @@ def learning_rate(step: int, config: TrainConfig) -> float:
         return warmup_cosine_lr(step, config.lr, config.warmup_steps, config.steps)
     return warmup_step_lr(step, config.lr, config.warmup_steps, config.lr_milestones,
                           config.lr_gamma)
-
-
-def settle_config(config: TrainConfig, train_set: Dataset,
-                  class_names: Sequence[str] | None = None) -> TrainConfig:
-    """What a config leaves to the data, decided once before training and saved with it:
-    ``priors="fit"`` becomes the default boxes fitted to ``train_set``'s objects (as crops
-    of ``config.crop`` pixels), and a ``custom`` dataset's classes (and ``num_classes``)
-    those its annotations name. A checkpoint therefore rebuilds the same network."""
-    changes: dict = {}
-    if config.dataset in ("trees", "custom") and class_names is not None:
-        changes.update(classes=tuple(class_names[1:]), num_classes=len(class_names))
-    if config.priors == "fit":
-        from .fit import fit_priors, prior_fields
-
-        # The template says where the model's maps are; the fit chooses the boxes on them.
-        template = default_box_template(config)
-        if template is None:
-            raise ValueError(f"priors='fit' works with ssd_tiny and ssd_mobilenet_v2, "
-                             f"not {config.model}")
-        fitted = fit_priors(train_set, template, config.crop, name=config.name)
-        changes["priors"] = prior_fields(fitted)
-    return dataclasses.replace(config, **changes) if changes else config
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -301,7 +280,10 @@ def train(config: TrainConfig, out: str | Path, resume: str | Path | None = None
     loss_fn = MultiBoxLoss(alpha=config.alpha)
     priors = model.priors
 
-    batches = make_train_loader(train_set, config, step, rank, world_size)
+    # Progressive resizing: the first small_steps steps on small images; the full-size
+    # batches start where they end (or where a resumed run is), so a resume is exact.
+    small = small_phase(config, model, train_set, step, world_size, datasets is not None)
+    batches = None if small else make_train_loader(train_set, config, step, rank, world_size)
     log_file = log = None
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -330,14 +312,20 @@ def train(config: TrainConfig, out: str | Path, resume: str | Path | None = None
             lr = learning_rate(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            images, targets = next(batches)
+            if small and step >= config.small_steps:
+                small.close()
+                small = None
+                batches = make_train_loader(train_set, config, step, rank, world_size)
+            images, targets = next(small.batches if small else batches)
             images = images.to(device, non_blocking=True)
             if config.channels_last and device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
             gt_boxes = targets["boxes"].to(device, non_blocking=True)
             gt_labels = targets["labels"].to(device, non_blocking=True)
-            values = train_step(forward_model, loss_fn, optimizer, scaler, images, gt_boxes,
-                                gt_labels, priors, amp_dtype, config.grad_clip, world_size)
+            values = train_step(small.model if small else forward_model, loss_fn, optimizer,
+                                scaler, images, gt_boxes, gt_labels,
+                                small.priors if small else priors, amp_dtype,
+                                config.grad_clip, world_size)
             # Remember the first non-finite step on the device; checked at the next decision.
             finite = torch.isfinite(values[0])
             first_bad = torch.where((first_bad < 0) & ~finite, step, first_bad)
@@ -401,6 +389,8 @@ def train(config: TrainConfig, out: str | Path, resume: str | Path | None = None
     finally:
         if hasattr(batches, "close"):  # a BurstLoader's processes
             batches.close()
+        if small:
+            small.close()
         if bar is not None:
             bar.close()
         if log_file:
