@@ -99,6 +99,9 @@ class TrainConfig:
     # steps train the same network on small_size images, the rest on image_size ones
     small_size: int | None = None
     small_fraction: float = 0.0
+    # matching's IoU threshold on the small images: their coarser grid of default boxes
+    # gives each object fewer boxes above the paper's 0.5 (ssdlearn.progressive)
+    small_match_iou: float = 0.4
     workers: int = 4
     burst: int = 0  # > 0: batches made this many at a time between steps, one process per core
     log_every: int = 20
@@ -167,6 +170,8 @@ class TrainConfig:
                 0 <= fraction < 1):
             raise ValueError(f"small_fraction must be a share of the steps, from 0 up to (not "
                              f"including) 1, got {self.small_fraction!r}")
+        if not 0 < self.small_match_iou <= 1:
+            raise ValueError(f"small_match_iou must be in (0, 1], got {self.small_match_iou!r}")
         if not self.small_fraction:
             return
         if (isinstance(self.small_size, bool) or not isinstance(self.small_size, int)

@@ -136,12 +136,13 @@ def train_step(model: nn.Module, loss_fn: MultiBoxLoss, optimizer: torch.optim.O
                scaler: torch.amp.GradScaler, images: Tensor, gt_boxes: Tensor,
                gt_labels: Tensor, priors: Tensor, amp_dtype: torch.dtype | None,
                grad_clip: float | None = None, world_size: int = 1,
-               best_box: bool = True) -> Tensor:
+               best_box: bool = True, iou_threshold: float = 0.5) -> Tensor:
     """One optimization step; returns ``[loss, loc_loss, conf_loss, num_positives]``
     as one tensor on the device (reading it is the caller's choice: it syncs).
-    ``best_box=False`` matches without step 1 (an ablation of lesson 11)."""
+    ``best_box=False`` matches without step 1 (an ablation of lesson 11); ``iou_threshold``
+    is matching's (the paper's 0.5; lower on small images, :mod:`ssdlearn.progressive`)."""
     with torch.no_grad():
-        labels, matched = match_batch(gt_boxes, gt_labels, priors, check=False,
+        labels, matched = match_batch(gt_boxes, gt_labels, priors, iou_threshold, check=False,
                                       best_box=best_box)
         loc_target = encode(matched, priors, check=False)
     with torch.autocast(images.device.type, dtype=amp_dtype or torch.float32,
@@ -325,7 +326,8 @@ def train(config: TrainConfig, out: str | Path, resume: str | Path | None = None
             values = train_step(small.model if small else forward_model, loss_fn, optimizer,
                                 scaler, images, gt_boxes, gt_labels,
                                 small.priors if small else priors, amp_dtype,
-                                config.grad_clip, world_size)
+                                config.grad_clip, world_size,
+                                iou_threshold=config.small_match_iou if small else 0.5)
             # Remember the first non-finite step on the device; checked at the next decision.
             finite = torch.isfinite(values[0])
             first_bad = torch.where((first_bad < 0) & ~finite, step, first_bad)

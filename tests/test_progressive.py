@@ -7,7 +7,8 @@ import ssdlearn.train as train_module
 from ssdlearn.anchors import default_boxes
 from ssdlearn.checkpoint import load_checkpoint
 from ssdlearn.config import CONFIGS, build_model
-from ssdlearn.data import ShapesDataset
+from ssdlearn.data import ShapesDataset, collate_detection
+from ssdlearn.loss import MultiBoxLoss
 from ssdlearn.model import tiny_prior_config
 from ssdlearn.progressive import at_image_size, small_phase
 from ssdlearn.train import train
@@ -48,14 +49,16 @@ def test_a_run_with_a_small_phase(tmp_path, monkeypatch):
     real_step = train_module.train_step
 
     def recording_step(model, loss_fn, optimizer, scaler, images, gt_boxes, gt_labels, priors,
-                       *args):
-        seen.append((images.shape[-1], len(priors), model.image_size[0]))
+                       *args, **kwargs):
+        seen.append((images.shape[-1], len(priors), model.image_size[0],
+                     kwargs["iou_threshold"]))
         return real_step(model, loss_fn, optimizer, scaler, images, gt_boxes, gt_labels,
-                         priors, *args)
+                         priors, *args, **kwargs)
 
     monkeypatch.setattr(train_module, "train_step", recording_step)
-    result = train(dataclasses.replace(RUN, eval_every=6), tmp_path, progress=False)
-    assert seen == [(64, 1364, 64)] * 3 + [(96, 3064, 96)] * 3
+    result = train(dataclasses.replace(RUN, eval_every=6, small_match_iou=0.35), tmp_path,
+                   progress=False)
+    assert seen == [(64, 1364, 64, 0.35)] * 3 + [(96, 3064, 96, 0.5)] * 3
     assert result["steps"] == 6 and 0 <= result["map_50"] <= 1  # evaluated at full size
     assert load_checkpoint(tmp_path / "last.pt")["model"]["priors"].shape == (3064, 4)
 
@@ -89,6 +92,8 @@ def test_the_shapes_are_drawn_at_the_small_size():
     (dict(small_size=96), "small_size must be a whole number of pixels below image_size"),
     (dict(small_size=64.0), "small_size must be a whole number"),
     (dict(model="ssd300_vgg16", image_size=300), "ssd_tiny or ssd_mobilenet_v2"),
+    (dict(small_match_iou=0.0), r"small_match_iou must be in \(0, 1\]"),
+    (dict(small_match_iou=1.5), r"small_match_iou must be in \(0, 1\]"),
 ])
 def test_config_errors(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -103,3 +108,18 @@ def test_a_small_size_the_network_cannot_take(tmp_path):
 def test_one_process_only():
     with pytest.raises(ValueError, match="trains in one process"):
         small_phase(RUN, build_model(RUN), ShapesDataset(64, 96), step=0, world_size=2)
+
+
+def test_a_lower_matching_threshold_gives_more_positives():
+    torch.manual_seed(0)
+    model = build_model(RUN)
+    twin = at_image_size(model, tiny_prior_config(64, RUN.aspect_ratios, RUN.scale_range))
+    images, targets = collate_detection([ShapesDataset(8, 64, seed=3)[i] for i in range(8)])
+    positives = []
+    for threshold in (0.5, 0.4):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # weights left as they are
+        values = train_module.train_step(
+            twin, MultiBoxLoss(), optimizer, torch.amp.GradScaler("cpu", enabled=False), images,
+            targets["boxes"], targets["labels"], twin.priors, None, iou_threshold=threshold)
+        positives.append(values[3].item())
+    assert positives[1] > positives[0] >= len(targets["labels"][targets["labels"] > 0])
