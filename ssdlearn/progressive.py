@@ -22,7 +22,6 @@ import copy
 import dataclasses
 from collections.abc import Iterator
 
-from torch import Tensor
 from torch.utils.data import Dataset
 
 from .anchors import PriorConfig, default_boxes
@@ -49,8 +48,7 @@ def at_image_size(model: SSD, prior_config: PriorConfig) -> SSD:
 class SmallPhase:
     """What the first ``small_steps`` steps train with."""
 
-    model: SSD  # the run's network, for small images
-    priors: Tensor  # [P, 4] its default boxes at the small size (cxcywh)
+    model: SSD  # the run's network for small images; its priors are their default boxes
     batches: Iterator  # batches of small images, resumable like the full-size ones
 
     def close(self) -> None:
@@ -81,5 +79,4 @@ def small_phase(config: TrainConfig, model: SSD, train_set: Dataset, step: int,
                          f"{error}") from None
     if config.dataset == "shapes" and not own_train_set:
         train_set = build_datasets(small)[0]
-    twin = at_image_size(model, prior_config)
-    return SmallPhase(twin, twin.priors, make_train_loader(train_set, small, step))
+    return SmallPhase(at_image_size(model, prior_config), make_train_loader(train_set, small, step))

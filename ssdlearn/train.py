@@ -323,11 +323,11 @@ def train(config: TrainConfig, out: str | Path, resume: str | Path | None = None
                 images = images.contiguous(memory_format=torch.channels_last)
             gt_boxes = targets["boxes"].to(device, non_blocking=True)
             gt_labels = targets["labels"].to(device, non_blocking=True)
-            values = train_step(small.model if small else forward_model, loss_fn, optimizer,
-                                scaler, images, gt_boxes, gt_labels,
-                                small.priors if small else priors, amp_dtype,
-                                config.grad_clip, world_size,
-                                iou_threshold=config.small_match_iou if small else 0.5)
+            network, boxes, threshold = ((small.model, small.model.priors, config.small_match_iou)
+                                         if small else (forward_model, priors, 0.5))
+            values = train_step(network, loss_fn, optimizer, scaler, images, gt_boxes, gt_labels,
+                                boxes, amp_dtype, config.grad_clip, world_size,
+                                iou_threshold=threshold)
             # Remember the first non-finite step on the device; checked at the next decision.
             finite = torch.isfinite(values[0])
             first_bad = torch.where((first_bad < 0) & ~finite, step, first_bad)
