@@ -47,7 +47,7 @@ OLD_PRESET = dict(
     val_images=500, shapes_min_scale=0.1, augment=False, batch_size=16, steps=1700,
     optimizer="adamw", lr=3e-3, weight_decay=1e-4, warmup_steps=50,
     lr_milestones=(1330, 1560), grad_clip=10.0, workers=0, burst=0, log_every=25,
-    eval_every=1700, checkpoint_every=500, max_minutes=4.5,
+    eval_every=1700, checkpoint_every=500, max_minutes=4.5, small_size=None, small_fraction=0.0,
 )
 
 
@@ -98,6 +98,7 @@ def compare(old_ref: str, seeds: list[int], uncapped: bool, new_args: Sequence[s
 def profile(preset: dict | None, steps: int | None = None) -> dict:
     """Seconds per phase of one in-process run of the shapes preset (or of ``preset``),
     stopped after ``steps`` training steps when given (the evaluation still runs)."""
+    import ssdlearn.progressive as progressive
     import ssdlearn.train as training
     from ssdlearn.config import CONFIGS
 
@@ -131,6 +132,7 @@ def profile(preset: dict | None, steps: int | None = None) -> dict:
     originals = (training.make_train_loader, training.train_step, training.evaluate,
                  training.save_checkpoint)
     training.make_train_loader = lambda *a, **k: TimedBatches(originals[0](*a, **k))
+    progressive.make_train_loader = training.make_train_loader  # the small phase's batches
     training.train_step = timed("step", originals[1])
     training.evaluate = timed("evaluation", originals[2])
     training.save_checkpoint = timed("checkpoints", originals[3])
@@ -142,6 +144,7 @@ def profile(preset: dict | None, steps: int | None = None) -> dict:
     finally:
         (training.make_train_loader, training.train_step, training.evaluate,
          training.save_checkpoint) = originals
+        progressive.make_train_loader = originals[0]
     seconds["other"] = total - sum(seconds.values())
     seconds["total"] = total
     return {"steps": result["steps"], "map": result.get("map"),

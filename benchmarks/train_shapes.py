@@ -53,20 +53,28 @@ class DictFeatures(nn.Module):
         return OrderedDict((str(i), f) for i, f in enumerate(self.features(x)))
 
 
-def torchvision_ssd(config) -> SSD:
+def torchvision_ssd(config, size: int | None = None, layers: SSD | None = None,
+                    iou_thresh: float = 0.5) -> SSD:
+    """torchvision's SSD for ``size``-pixel images (default: the preset's); with ``layers``,
+    one sharing that model's backbone and head (progressive resizing's small phase)."""
     if config.priors != "default":
         raise ValueError("train_shapes compares the tiny SSD's own default boxes "
                          f"(priors='default'), got priors={config.priors!r}")
-    priors = tiny_prior_config(config.image_size, config.aspect_ratios, config.scale_range)
-    size = config.image_size
+    size = size or config.image_size
+    priors = tiny_prior_config(size, config.aspect_ratios, config.scale_range)
     scales = [s / size for s in priors.min_sizes] + [priors.max_sizes[-1] / size]
     anchors = DefaultBoxGenerator([list(r) for r in priors.aspect_ratios], scales=scales,
                                   steps=[size // f for f in priors.feature_maps], clip=False)
-    features = TinyFeatures(config.width)
-    head = SSDHead(features.channels, anchors.num_anchors_per_location(), config.num_classes)
-    return SSD(DictFeatures(features), anchors, (size, size), config.num_classes,
+    if layers is None:
+        features = DictFeatures(TinyFeatures(config.width))
+        head = SSDHead(features.features.channels, anchors.num_anchors_per_location(),
+                       config.num_classes)
+    else:
+        features, head = layers.backbone, layers.head
+    return SSD(features, anchors, (size, size), config.num_classes,
                image_mean=[0.5] * 3, image_std=[0.5] * 3, head=head, score_thresh=0.01,
-               nms_thresh=0.45, detections_per_img=200, topk_candidates=400)
+               nms_thresh=0.45, detections_per_img=200, topk_candidates=400,
+               iou_thresh=iou_thresh)
 
 
 def train_torchvision(config, minutes: float) -> dict:
@@ -74,18 +82,31 @@ def train_torchvision(config, minutes: float) -> dict:
     model = torchvision_ssd(config)
     optimizer = build_optimizer(model, config)
     train_set, val_set, _ = build_datasets(config)
-    batches = make_train_loader(train_set, config)
-    size = config.image_size
+    # The preset's small phase, as ssdlearn.progressive runs it: the same layers on smaller
+    # images with their own default boxes, matched at small_match_iou, on the same batches.
+    if config.small_steps:
+        small_config = dataclasses.replace(config, image_size=config.small_size,
+                                           small_size=None, small_fraction=0.0)
+        small_model = torchvision_ssd(config, config.small_size, model, config.small_match_iou)
+        batches = make_train_loader(build_datasets(small_config)[0], small_config)
+    else:
+        batches = make_train_loader(train_set, config)
     start, step = time.perf_counter(), 0
     model.train()
     while step < config.steps and time.perf_counter() - start < 60 * minutes:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
+        if config.small_steps and step == config.small_steps:
+            if hasattr(batches, "close"):  # a BurstLoader's processes
+                batches.close()
+            batches = make_train_loader(train_set, config, step)
+        network = small_model if step < config.small_steps else model
+        size = network.transform.min_size[0]
         images, targets = next(batches)
         real = targets["labels"] >= 0
         tv_targets = [{"boxes": targets["boxes"][i][real[i]] * size,
                        "labels": targets["labels"][i][real[i]]} for i in range(len(images))]
-        losses = model(list(images), tv_targets)
+        losses = network(list(images), tv_targets)
         # The MultiBox loss of eq. 1, as ssdlearn weighs it: L_conf + alpha * L_loc, over N.
         loss = config.alpha * losses["bbox_regression"] + losses["classification"]
         optimizer.zero_grad(set_to_none=True)
@@ -95,6 +116,9 @@ def train_torchvision(config, minutes: float) -> dict:
         optimizer.step()
         step += 1
     seconds = time.perf_counter() - start
+    if hasattr(batches, "close"):
+        batches.close()
+    size = config.image_size
     model.eval()
     predictions, targets = [], []
     with torch.no_grad():

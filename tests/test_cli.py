@@ -10,9 +10,9 @@ from ssdlearn.data import ShapesDataset
 from ssdlearn.train import CONFIGS, train
 
 TINY = dataclasses.replace(
-    CONFIGS["shapes"], image_size=64, train_images=32, val_images=6, batch_size=8, steps=2,
-    warmup_steps=1, lr_milestones=(1,), log_every=1, eval_every=100, checkpoint_every=2,
-    max_minutes=None, device="cpu",
+    CONFIGS["shapes"], image_size=64, small_fraction=0.0, train_images=32, val_images=6,
+    batch_size=8, steps=2, warmup_steps=1, lr_milestones=(1,), log_every=1, eval_every=100,
+    checkpoint_every=2, max_minutes=None, device="cpu",
 )  # fmt: skip
 
 

@@ -21,9 +21,9 @@ pytestmark = pytest.mark.slow
 
 # Tiny: 64x64 shapes, a global batch of 4 (2 per process), evaluation on 4 images.
 TINY = dataclasses.replace(
-    CONFIGS["shapes"], image_size=64, train_images=64, val_images=4, batch_size=4, steps=40,
-    warmup_steps=1, lr_milestones=(30,), workers=0, log_every=2, eval_every=1000,
-    checkpoint_every=1000, max_minutes=None, device="cpu",
+    CONFIGS["shapes"], image_size=64, small_fraction=0.0, train_images=64, val_images=4,
+    batch_size=4, steps=40, warmup_steps=1, lr_milestones=(30,), workers=0, log_every=2,
+    eval_every=1000, checkpoint_every=1000, max_minutes=None, device="cpu",
 )  # fmt: skip
 DEADLINE = 180  # seconds for the whole two-process run, process start included
 

@@ -75,8 +75,8 @@ def test_burst_loader_reports_a_failing_process(how):
 
 def test_training_with_bursts_is_bit_identical(tmp_path):
     small = dataclasses.replace(
-        CONFIGS["shapes"], image_size=64, train_images=64, val_images=8, batch_size=8,
-        steps=5, warmup_steps=2, lr=0.01, lr_milestones=(4,), workers=0, log_every=5,
+        CONFIGS["shapes"], image_size=64, small_fraction=0.0, train_images=64, val_images=8,
+        batch_size=8, steps=5, warmup_steps=2, lr=0.01, lr_milestones=(4,), workers=0, log_every=5,
         eval_every=1000, checkpoint_every=5, device="cpu")  # fmt: skip
     train(dataclasses.replace(small, burst=0), tmp_path / "plain", progress=False)
     train(dataclasses.replace(small, burst=2), tmp_path / "bursts", progress=False)

@@ -232,8 +232,8 @@ def test_custom_training_run_writes_split_and_a_loadable_model(tmp_path):
 
 def test_alpha_weights_the_localization_loss(tmp_path):
     config = dataclasses.replace(
-        CONFIGS["shapes"], image_size=64, train_images=16, val_images=4, batch_size=4,
-        steps=2, log_every=1, eval_every=100, checkpoint_every=100, alpha=0.0)
+        CONFIGS["shapes"], image_size=64, small_fraction=0.0, train_images=16, val_images=4,
+        batch_size=4, steps=2, log_every=1, eval_every=100, checkpoint_every=100, alpha=0.0)
     train(config, tmp_path, progress=False)
     header, *rows = (tmp_path / "log.csv").read_text().splitlines()
     loc = header.split(",").index("loc_loss")

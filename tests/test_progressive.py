@@ -123,3 +123,12 @@ def test_a_lower_matching_threshold_gives_more_positives():
             targets["boxes"], targets["labels"], twin.priors, None, iou_threshold=threshold)
         positives.append(values[3].item())
     assert positives[1] > positives[0] >= len(targets["labels"][targets["labels"] > 0])
+
+
+def test_the_shapes_preset_trains_its_first_half_small():
+    preset = CONFIGS["shapes"]
+    assert (preset.small_size, preset.small_steps, preset.small_match_iou) == (64, 850, 0.4)
+    # A learner who shrinks the images below the small phase is told how to turn it off.
+    with pytest.raises(ValueError, match="small_fraction 0 turns the small phase off"):
+        dataclasses.replace(preset, image_size=64)
+    assert dataclasses.replace(preset, image_size=64, small_fraction=0.0).small_steps == 0

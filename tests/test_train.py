@@ -25,8 +25,8 @@ from ssdlearn.train import (
 
 # A run small enough for a test: 64x64 images, batch 8, no worker processes.
 SMALL = dataclasses.replace(
-    CONFIGS["shapes"], image_size=64, train_images=64, val_images=8, batch_size=8,
-    steps=6, warmup_steps=2, lr=0.01, lr_milestones=(4,), workers=0, log_every=2,
+    CONFIGS["shapes"], image_size=64, small_fraction=0.0, train_images=64, val_images=8,
+    batch_size=8, steps=6, warmup_steps=2, lr=0.01, lr_milestones=(4,), workers=0, log_every=2,
     eval_every=1000, checkpoint_every=3, max_minutes=None, device="cpu",
 )  # fmt: skip
 
@@ -234,10 +234,10 @@ def test_config_validation():
 
 def test_command_line(tmp_path, capsys):
     main(["--config", "shapes", "--out", str(tmp_path), "--image-size", "64", "--steps", "2",
-          "--train-images", "16", "--val-images", "4", "--batch-size", "4", "--workers", "0",
-          "--eval-every", "2", "--log-every", "1", "--device", "cpu", "--no-progress",
-          "--max-minutes", "none", "--lr-milestones", "1", "--width", "16",
-          "--aspect-ratios", "4", "--scale-range", "0.07,0.9"])
+          "--small-fraction", "0", "--train-images", "16", "--val-images", "4",
+          "--batch-size", "4", "--workers", "0", "--eval-every", "2", "--log-every", "1",
+          "--device", "cpu", "--no-progress", "--max-minutes", "none", "--lr-milestones", "1",
+          "--width", "16", "--aspect-ratios", "4", "--scale-range", "0.07,0.9"])
     result = json.loads(capsys.readouterr().out)
     assert result["steps"] == 2 and "map_50" in result
     saved = json.loads((tmp_path / "config.json").read_text())
