@@ -7,7 +7,9 @@
 
 Both train the same tiny backbone (``ssdlearn.model.TinyFeatures`` at the preset's width),
 with the same default boxes, on the same generated images in the same order, with the same
-loss weights (the preset's alpha), optimizer, learning rate schedule and time budget; both
+loss weights (the preset's alpha), optimizer, learning rate schedule, time budget and small
+phase (the first ``small_fraction`` of the steps on ``small_size`` images, matched at
+``small_match_iou``: progressive resizing, ``ssdlearn.progressive``); both
 are scored by ``ssdlearn.metrics.evaluate_coco`` on the same held-out images. The differences
 are the SSD machinery: ssdlearn's batched matching, encoding and MultiBox loss and its
 postprocessing against torchvision's per-image ``SSDMatcher``, ``BoxCoder``, loss and

@@ -192,7 +192,7 @@ def _preset(**changes) -> TrainConfig:
 
 # The paper's VOC recipe: lr 1e-3, 120k iterations at batch 32, steps at 80k and 100k.
 CONFIGS: dict[str, TrainConfig] = {
-    # Sized for 2 CPU cores: 1,700 steps of 16 images at 96x96, about 3.5 minutes with AVX2
+    # Sized for 2 CPU cores: 1,700 steps of 16 images at 96x96, 3 to 4 minutes with AVX2
     # only. The tiny SSD at width 24 with default boxes of ratios 1 and 4 only (shapes are
     # 1:1 or 4:1; lesson 11 finds the {1/2, 2} and {1/3, 3} boxes do not help here) from
     # s_min 0.07 (the thinnest bars get a default box, lesson 08), and alpha 2 (boxes

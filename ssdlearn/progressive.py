@@ -11,9 +11,9 @@ comes from training image classifiers fast (fast.ai's "progressive resizing").
 On the coarser grid of a small image fewer default boxes reach IoU 0.5 with an object (about
 5 an image instead of 9 on the shapes at 64x64), so the early steps would see fewer positives
 and the run end less accurate; matching at ``small_match_iou`` (0.4) there gives back as many
-as 0.5 gives at full size. Measured on the shapes preset (benchmarks/README.md): the first
-half of the steps at 64x64 makes the whole run 1.19 times faster, back to back, and meets the
-same targets on 3 seeds.
+as 0.5 gives at full size. The shapes preset trains the first half of its steps at 64x64:
+the whole run 1.19 times faster than every step at 96x96, back to back, with the same targets
+met on 3 seeds (benchmarks/README.md).
 """
 
 from __future__ import annotations
