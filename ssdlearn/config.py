@@ -192,14 +192,14 @@ def _preset(**changes) -> TrainConfig:
 
 # The paper's VOC recipe: lr 1e-3, 120k iterations at batch 32, steps at 80k and 100k.
 CONFIGS: dict[str, TrainConfig] = {
-    # Sized for 2 CPU cores: 1,700 steps of 16 images at 96x96, 3 to 4 minutes with AVX2
-    # only. The tiny SSD at width 24 with default boxes of ratios 1 and 4 only (shapes are
-    # 1:1 or 4:1; lesson 11 finds the {1/2, 2} and {1/3, 3} boxes do not help here) from
-    # s_min 0.07 (the thinnest bars get a default box, lesson 08), and alpha 2 (boxes
-    # precise enough for mAP@[.5:.95]; the paper's 1 was cross-validated on VOC). No
-    # geometric augmentation (generated images never repeat, so there is nothing to
-    # overfit), AdamW, objects from 0.1 of the image side. The first half of the steps on
-    # 64x64 images, matched at IoU 0.4 (progressive resizing: a step there costs half).
+    # Sized for 2 CPU cores: 1,700 steps of 16 images at 96x96 (the first half at 64x64), 3
+    # to 4 minutes with AVX2 only. The tiny SSD at width 24 with default boxes of ratios 1
+    # and 4 only (shapes are 1:1 or 4:1; lesson 11 finds the {1/2, 2} and {1/3, 3} boxes do
+    # not help here) from s_min 0.07 (the thinnest bars get a default box, lesson 08), and
+    # alpha 2 (boxes precise enough for mAP@[.5:.95]; the paper's 1 was cross-validated on
+    # VOC). No geometric augmentation (generated images never repeat, so there is nothing to
+    # overfit), AdamW, objects from 0.1 of the image side. Progressive resizing: the first
+    # half of the steps on 64x64 images, where a step costs half, matched at IoU 0.4.
     # Batches made 50 at a time between steps, one process per core (`burst`): a DataLoader
     # worker would make them during the step and take a core from its two threads. No time
     # limit: a run cut before its learning rate decays ends far below its targets.
