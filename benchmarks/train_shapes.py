@@ -34,6 +34,7 @@ from torchvision.models.detection.ssd import SSD, SSDHead
 
 from ssdlearn.metrics import evaluate_coco
 from ssdlearn.model import TinyFeatures, tiny_prior_config
+from ssdlearn.progressive import small_config
 from ssdlearn.train import (
     CONFIGS,
     build_datasets,
@@ -87,10 +88,9 @@ def train_torchvision(config, minutes: float) -> dict:
     # The preset's small phase, as ssdlearn.progressive runs it: the same layers on smaller
     # images with their own default boxes, matched at small_match_iou, on the same batches.
     if config.small_steps:
-        small_config = dataclasses.replace(config, image_size=config.small_size,
-                                           small_size=None, small_fraction=0.0)
-        small_model = torchvision_ssd(config, config.small_size, model, config.small_match_iou)
-        batches = make_train_loader(build_datasets(small_config)[0], small_config)
+        small = small_config(config)
+        small_model = torchvision_ssd(config, small.image_size, model, config.small_match_iou)
+        batches = make_train_loader(build_datasets(small)[0], small)
     else:
         batches = make_train_loader(train_set, config)
     start, step = time.perf_counter(), 0

@@ -29,7 +29,7 @@ from .config import TrainConfig, build_datasets, default_box_template
 from .data.loader import make_train_loader
 from .model import SSD
 
-__all__ = ["at_image_size", "SmallPhase", "small_phase"]
+__all__ = ["at_image_size", "small_config", "SmallPhase", "small_phase"]
 
 
 def at_image_size(model: SSD, prior_config: PriorConfig) -> SSD:
@@ -42,6 +42,13 @@ def at_image_size(model: SSD, prior_config: PriorConfig) -> SSD:
     twin.priors = default_boxes(prior_config).to(model.priors.device)
     twin._check_feature_map_sizes([head.in_channels for head in model.loc_heads])
     return twin
+
+
+def small_config(config: TrainConfig) -> TrainConfig:
+    """``config`` as the small phase trains: images of ``small_size`` pixels, no phase of its
+    own."""
+    return dataclasses.replace(config, image_size=config.small_size, small_size=None,
+                               small_fraction=0.0)
 
 
 @dataclasses.dataclass
@@ -70,8 +77,7 @@ def small_phase(config: TrainConfig, model: SSD, train_set: Dataset, step: int,
     if world_size > 1:
         raise ValueError("small_fraction (progressive resizing) trains in one process; set it "
                          "to 0 for a run over several processes")
-    small = dataclasses.replace(config, image_size=config.small_size, small_size=None,
-                                small_fraction=0.0)
+    small = small_config(config)
     try:
         prior_config = default_box_template(small)
     except ValueError as error:
